@@ -1,0 +1,1 @@
+//! Harness that starts the real components Larder's end-to-end tests run against.

@@ -1,0 +1,3 @@
+//! Larder worker: a Nix binary cache on S3 with niks3-compatible upload sessions.
+
+pub mod nix;
