@@ -1,0 +1,23 @@
+//! Binary cache index (Nix RFC 0195, format `hlssi`): the pure codec, no I/O.
+//!
+//! Map: `hash` (hash parts as 160-bit H, depth, prefix) → `bits` (MSB-first bit streams)
+//! → `rice` (gap codes) → `header` (shard header, sparse entries, shard errors) →
+//! `shard` (streaming writer) and `reader` (lookup, iteration) → `compress` (capped zstd).
+//! Around the shards: `journal` (segments), `delta` (epoch deltas), `checksums`,
+//! `manifest` (nix-cache-info keys and manifest.json), `bloom` (Determinate Nix filter),
+//! `query` (a client's answer), `paths` (object keys and request paths).
+
+pub mod bits;
+pub mod bloom;
+pub mod checksums;
+pub mod compress;
+pub mod delta;
+pub mod hash;
+pub mod header;
+pub mod journal;
+pub mod manifest;
+pub mod paths;
+pub mod query;
+pub mod reader;
+pub mod rice;
+pub mod shard;
