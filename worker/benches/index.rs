@@ -80,6 +80,38 @@ fn size_report(sorted: &[U160]) {
     }
 }
 
+/// CPU time this thread has run, in ns (Linux schedstat), so numbers on a loaded
+/// machine are not inflated by waiting for a core.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Mean wall and CPU time per lookup over many probes.
+fn lookup_report(name: &str, depth: Depth, shards: &BTreeMap<Prefix, Shard>, probes: &[U160]) {
+    let rounds = 50;
+    let wall = std::time::Instant::now();
+    let cpu = thread_cpu_ns();
+    let mut hits = 0usize;
+    for _ in 0..rounds {
+        for &h in probes {
+            let (p, s) = depth.split(h);
+            hits += usize::from(shards[&p].contains(black_box(s)).expect("valid shard"));
+        }
+    }
+    let n = (rounds * probes.len()) as f64;
+    let wall_ns = wall.elapsed().as_nanos() as f64 / n;
+    let cpu_ns = match (cpu, thread_cpu_ns()) {
+        (Some(a), Some(b)) => format!("{:.2} µs CPU", (b - a) as f64 / n / 1000.0),
+        _ => "CPU time unavailable".to_owned(),
+    };
+    println!(
+        "  lookup depth {} {name}: {:.2} µs wall, {cpu_ns} per lookup ({hits} hits)",
+        depth.get(),
+        wall_ns / 1000.0
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let sorted = random_hashes(195, N);
     size_report(&sorted);
@@ -104,6 +136,8 @@ fn benches(c: &mut Criterion) {
             .map(|(p, raw)| (p, Shard::parse(raw).expect("valid shard")))
             .collect();
         let present: Vec<U160> = sorted.iter().step_by(N / 4096).copied().collect();
+        lookup_report("present", depth, &shards, &present);
+        lookup_report("absent", depth, &shards, &probes_absent);
         for (name, probes) in [("present", &present), ("absent", &probes_absent)] {
             let mut i = 0usize;
             g.bench_function(format!("depth_{d}_{name}"), |b| {

@@ -153,10 +153,20 @@ impl<'a> BitReader<'a> {
     fn peek64(&self) -> u64 {
         let byte = self.pos / 8;
         let off = self.pos % 8;
-        let mut w = [0u8; 16];
-        let avail = self.data.len().saturating_sub(byte).min(9);
-        w[..avail].copy_from_slice(&self.data[byte..byte + avail]);
-        let v = u128::from_be_bytes(w);
+        let v = match self.data.get(byte..byte + 16) {
+            // Fast path: one fixed-size load, no length-dependent copy.
+            Some(chunk) => {
+                let mut w = [0u8; 16];
+                w.copy_from_slice(chunk);
+                u128::from_be_bytes(w)
+            }
+            None => {
+                let mut w = [0u8; 16];
+                let avail = self.data.len().saturating_sub(byte).min(9);
+                w[..avail].copy_from_slice(&self.data[byte..byte + avail]);
+                u128::from_be_bytes(w)
+            }
+        };
         ((v << off) >> 64) as u64
     }
 
@@ -180,14 +190,18 @@ impl<'a> BitReader<'a> {
         if (n as usize) > self.remaining() {
             return Err(self.eof(n as u64));
         }
-        let mut v = U160::ZERO;
-        let mut left = n;
-        while left > 0 {
-            let take = left.min(64);
-            v = (v << take as usize) | U160::from(self.read_bits(take)?);
-            left -= take;
+        // Fill little-endian limbs from the top: the first chunk holds the bits above
+        // the last whole 64-bit limbs, so no 160-bit shifts are needed.
+        let mut limbs = [0u64; 3];
+        let whole = (n / 64) as usize;
+        let top = n % 64;
+        if top > 0 {
+            limbs[whole] = self.read_bits(top)?;
         }
-        Ok(v)
+        for i in (0..whole).rev() {
+            limbs[i] = self.read_bits(64)?;
+        }
+        Ok(U160::from_limbs(limbs))
     }
 
     /// Counts one bits up to and including the terminating zero; errors past `limit` ones.

@@ -107,8 +107,13 @@ pub fn segment_id(unix_seconds: u64, duration: u64) -> Result<u64, JournalError>
     Ok(unix_seconds - unix_seconds % duration)
 }
 
-/// Segment ids a client reads, newest first: `current − i·duration` for i = 0..=retention.
+/// Most older segments a client reads: a hostile manifest must not demand millions.
+pub const MAX_RETENTION: u64 = 4096;
+
+/// Segment ids a client reads, newest first: `current − i·duration` for i = 0..=retention
+/// (retention capped at `MAX_RETENTION`).
 pub fn segments_to_read(current: u64, duration: u64, retention: u64) -> Vec<u64> {
+    let retention = retention.min(MAX_RETENTION);
     let mut out = Vec::new();
     let mut id = current;
     for i in 0..=retention {
@@ -217,6 +222,7 @@ mod tests {
         assert_eq!(segments_to_read(600, 300, 5), vec![600, 300, 0]);
         assert_eq!(segments_to_read(600, 0, 5), vec![600]);
         assert_eq!(segments_to_read(600, 300, 0), vec![600]);
+        assert_eq!(segments_to_read(u64::MAX, 1, u64::MAX).len(), 4097);
     }
 
     #[test]

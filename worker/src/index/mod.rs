@@ -4,7 +4,7 @@
 //! → `rice` (gap codes) → `header` (shard header, sparse entries, shard errors) →
 //! `shard` (streaming writer) and `reader` (lookup, iteration) → `compress` (capped zstd).
 //! Around the shards: `journal` (segments), `delta` (epoch deltas), `checksums`,
-//! `manifest` (nix-cache-info keys and manifest.json), `bloom` (Determinate Nix filter),
+//! `manifest` (nix-cache-info keys) and `manifest_json`, `bloom` (Determinate Nix filter),
 //! `query` (a client's answer), `paths` (object keys and request paths).
 
 pub mod bits;
@@ -16,6 +16,7 @@ pub mod hash;
 pub mod header;
 pub mod journal;
 pub mod manifest;
+pub mod manifest_json;
 pub mod paths;
 pub mod query;
 pub mod reader;

@@ -16,6 +16,8 @@ pub struct Shard {
     header: ShardHeader,
     bytes: Vec<u8>,
     data_start: usize,
+    /// Largest suffix the header's suffix_bits allow (computed once: lookups compare often).
+    max: U160,
 }
 
 impl Shard {
@@ -50,6 +52,7 @@ impl Shard {
             header,
             bytes,
             data_start,
+            max: suffix_mask(header.suffix_bits as u32),
         };
         shard.check_sparse()?;
         Ok(shard)
@@ -57,7 +60,7 @@ impl Shard {
 
     /// Entries must rise strictly, fit the suffix bits, and point inside the data in order.
     fn check_sparse(&self) -> Result<(), ShardError> {
-        let max = suffix_mask(self.header.suffix_bits as u32);
+        let max = self.max;
         let data_len = self.data().len() as u64;
         // The first item takes ⌈suffix_bits/8⌉ bytes; every later block at least one.
         let mut min_offset = (self.header.suffix_bits as u64).div_ceil(8).max(1);
@@ -114,7 +117,7 @@ impl Shard {
     /// Whether `suffix` is in the shard: binary search, then at most 255 codes.
     pub fn contains(&self, suffix: U160) -> Result<bool, ShardError> {
         let h = &self.header;
-        if h.item_count == 0 || suffix > suffix_mask(h.suffix_bits as u32) {
+        if h.item_count == 0 || suffix > self.max {
             return Ok(false);
         }
         let want = to_be_bytes(suffix);
@@ -163,7 +166,7 @@ impl Shard {
             });
         }
         match cur.checked_add(d) {
-            Some(v) if v <= suffix_mask(bits) => Ok(v),
+            Some(v) if v <= self.max => Ok(v),
             _ => Err(ShardError::Corrupt {
                 item,
                 reason: "suffix past the end of its range",

@@ -64,6 +64,9 @@ pub fn decode(r: &mut BitReader<'_>, k: u8, value_bits: u32) -> Result<U160, Ric
     };
     let q = r.read_unary(limit)?;
     let rem = r.read_u160(k as u32)?;
+    if q == 0 {
+        return Ok(rem);
+    }
     // q ≤ 2^room − 1 and rem < 2^k, so the gap fits in value_bits bits.
     Ok((U160::from(q) << k as usize) | rem)
 }
