@@ -114,6 +114,9 @@ mod tests {
             Base32Error::InvalidChar('e')
         );
         // 32 chars hold 160 bits exactly; 52 chars hold 260 bits for 256: top bits must be 0.
-        assert_eq!(decode(&"z".repeat(52)).unwrap_err(), Base32Error::TrailingBits);
+        assert_eq!(
+            decode(&"z".repeat(52)).unwrap_err(),
+            Base32Error::TrailingBits
+        );
     }
 }

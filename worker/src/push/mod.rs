@@ -1,0 +1,3 @@
+//! The push client used by `larder push`.
+
+pub mod dump;
