@@ -287,4 +287,26 @@ mod tests {
         let msg = NixHash::parse(&huge).unwrap_err().to_string();
         assert!(msg.len() < 400, "{}", msg.len());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(s in "(sha256[:-])?[0-9a-zA-Z+/=]{0,70}|\\PC{0,70}") {
+                if let Ok(h) = NixHash::parse(&s) {
+                    prop_assert_eq!(NixHash::parse(&h.to_string()).unwrap(), h);
+                }
+            }
+
+            #[test]
+            fn every_form_round_trips(d in any::<[u8; 32]>()) {
+                let h = NixHash::from_digest(d);
+                for form in [h.to_string(), h.to_sri(), format!("sha256:{}", h.to_hex())] {
+                    prop_assert_eq!(NixHash::parse(&form).unwrap(), h);
+                }
+            }
+        }
+    }
 }

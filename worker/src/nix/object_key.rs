@@ -461,4 +461,26 @@ mod tests {
         assert_eq!(key.object_type(), Listing);
         assert!(serde_json::from_str::<ObjectKey>("\"../x\"").is_err());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_and_accepted_keys_are_safe(key in "[a-z0-9./:!%_=+-]{0,80}|\\PC{0,40}") {
+                if let Ok(k) = ObjectKey::parse(&key) {
+                    prop_assert!(!k.as_str().starts_with('/'));
+                    prop_assert!(!k.as_str().split('/').any(|s| s == ".." || s.is_empty()));
+                    prop_assert!(!is_server_owned(k.as_str()));
+                    prop_assert_eq!(ObjectKey::parse_as(&key, k.object_type()).unwrap(), k);
+                }
+            }
+
+            #[test]
+            fn near_valid_keys_never_panic(prefix in "(nar/|log/|realisations/)?", body in "[0-9a-z]{0,60}", suffix in "(\\.narinfo|\\.ls|\\.nar(\\.zst)?|\\.drv|!out\\.doi)?") {
+                let _ = ObjectKey::parse(&format!("{prefix}{body}{suffix}"));
+            }
+        }
+    }
 }

@@ -499,4 +499,40 @@ mod tests {
         assert_eq!(sig.key_name(), "test-1");
         assert_eq!(sig.bytes().len(), 64);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsers_never_panic(s in "\\PC{0,120}") {
+                let _ = SecretKey::parse(&s);
+                let _ = PublicKey::parse(&s);
+                let _ = Signature::parse(&s);
+            }
+
+            #[test]
+            fn any_payload_length_is_handled(name in "[a-z0-9.-]{0,12}", bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+                let s = format!("{name}:{}", BASE64.encode(&bytes));
+                let sk = SecretKey::parse(&s);
+                let pk = PublicKey::parse(&s);
+                let sig = Signature::parse(&s);
+                prop_assert!(sig.is_ok() == (!name.is_empty() && bytes.len() == 64));
+                prop_assert!(pk.is_err() || bytes.len() == 32);
+                prop_assert!(sk.is_err() || bytes.len() == 32 || bytes.len() == 64);
+            }
+
+            #[test]
+            fn sign_then_verify_for_any_seed_and_text(seed in any::<[u8; 32]>(), text in "\\PC{0,80}") {
+                let sk = SecretKey::from_seed("k-1", seed).unwrap();
+                let sig = sk.sign(&text);
+                prop_assert!(sk.public_key().verify(&text, &sig));
+                let other = format!("{text}x");
+                prop_assert!(!sk.public_key().verify(&other, &sig));
+                let sk2 = SecretKey::parse(&sk.to_nix_string()).unwrap();
+                prop_assert_eq!(sk2.public_key(), sk.public_key());
+            }
+        }
+    }
 }

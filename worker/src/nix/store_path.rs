@@ -264,4 +264,20 @@ mod tests {
         assert_eq!(serde_json::from_str::<StorePath>(&json).unwrap(), a);
         assert!(serde_json::from_str::<StorePath>("\"/tmp/x\"").is_err());
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_and_round_trips(s in "(/nix/store/)?[0-9a-z]{0,34}-?\\PC{0,20}") {
+                if let Ok(p) = StorePath::parse(&s) {
+                    prop_assert_eq!(p.to_absolute(), s.clone());
+                    prop_assert_eq!(StorePath::from_basename(p.basename()).unwrap(), p);
+                }
+                let _ = StorePath::from_basename(&s);
+            }
+        }
+    }
 }
