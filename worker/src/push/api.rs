@@ -1,0 +1,246 @@
+//! HTTP to the worker's upload API and to presigned URLs, every request retried per
+//! [`RetryPolicy`]. Only API requests carry the token: presigned URLs carry their own
+//! authorisation, and S3 refuses a request that has both.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::{
+    CompleteMultipartRequest, PendingClosureRequest, PendingClosureResponse, RequestPartsRequest,
+    RequestPartsResponse, SignRequest, SignResponse,
+};
+
+use super::retry::{jitter, Decision, Outcome, RetryPolicy};
+use super::PushError;
+
+/// Longest error body kept for a message.
+const MAX_ERROR_BODY: usize = 500;
+
+/// A client of one worker.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    retry: RetryPolicy,
+}
+
+impl Api {
+    /// A client for the worker at `server` (`http(s)://host[:port][/prefix]`).
+    pub fn new(
+        http: reqwest::Client,
+        server: &str,
+        token: Option<String>,
+        retry: RetryPolicy,
+    ) -> Result<Self, PushError> {
+        let url = reqwest::Url::parse(server)
+            .map_err(|e| PushError::Config(format!("--server {server:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(PushError::Config(format!(
+                "--server {server:?} must be an http:// or https:// URL"
+            )));
+        }
+        Ok(Self {
+            http,
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            retry,
+        })
+    }
+
+    /// The HTTP client, for presigned URLs.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        step: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, PushError> {
+        let response = send(step, self.retry, || {
+            self.request(Method::POST, path).json(body)
+        })
+        .await?;
+        response.json().await.map_err(|e| PushError::Http {
+            step: step.to_string(),
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// `POST /api/pending_closures`.
+    pub async fn start(
+        &self,
+        req: &PendingClosureRequest,
+    ) -> Result<PendingClosureResponse, PushError> {
+        let step = format!("start the upload of the closure of {}", req.closure);
+        self.post_json(&step, "/api/pending_closures", req).await
+    }
+
+    /// `POST /api/pending_closures/{id}/sign`.
+    pub async fn sign(&self, id: &str, req: &SignRequest) -> Result<SignResponse, PushError> {
+        let step = format!(
+            "sign {} narinfo(s) in pending closure {id}",
+            req.narinfos.len()
+        );
+        self.post_json(&step, &format!("/api/pending_closures/{id}/sign"), req)
+            .await
+    }
+
+    /// `POST /api/pending_closures/{id}/complete`.
+    pub async fn complete(&self, id: &str, root: &str) -> Result<(), PushError> {
+        let step = format!("complete pending closure {id} ({root})");
+        let path = format!("/api/pending_closures/{id}/complete");
+        send(&step, self.retry, || self.request(Method::POST, &path)).await?;
+        Ok(())
+    }
+
+    /// `POST /api/multipart/request-parts`.
+    pub async fn request_parts(
+        &self,
+        req: &RequestPartsRequest,
+    ) -> Result<RequestPartsResponse, PushError> {
+        let step = format!(
+            "request part URLs {}.. of {}",
+            req.start_part_number, req.object_key
+        );
+        self.post_json(&step, "/api/multipart/request-parts", req)
+            .await
+    }
+
+    /// `POST /api/multipart/complete`.
+    pub async fn complete_multipart(
+        &self,
+        req: &CompleteMultipartRequest,
+    ) -> Result<(), PushError> {
+        let step = format!("complete the multipart upload of {}", req.object_key);
+        send(&step, self.retry, || {
+            self.request(Method::POST, "/api/multipart/complete")
+                .json(req)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `HEAD /api/objects/{key}`: whether the cache holds `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, PushError> {
+        let step = format!("check whether the cache holds {key}");
+        let path = format!("/api/objects/{key}");
+        match send(&step, self.retry, || self.request(Method::HEAD, &path)).await {
+            Ok(_) => Ok(true),
+            Err(PushError::Http {
+                status: Some(404), ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Sends the request `build` makes until it succeeds (2xx), fails for good, or the
+/// attempts are used up. Errors carry `step`, the status and the server's message.
+pub async fn send(
+    step: &str,
+    policy: RetryPolicy,
+    build: impl Fn() -> RequestBuilder,
+) -> Result<Response, PushError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (outcome, error) = match build().send().await {
+            Ok(response) if response.status().is_success() => return Ok(response),
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = response.text().await.unwrap_or_default();
+                (
+                    Outcome::Status {
+                        status: status.as_u16(),
+                        retry_after,
+                    },
+                    http_error(step, Some(status), &body),
+                )
+            }
+            Err(e) => (Outcome::Transport, http_error(step, None, &error_chain(&e))),
+        };
+        match policy.decide(attempt, &outcome, jitter(), SystemTime::now()) {
+            Decision::GiveUp => return Err(with_attempts(error, attempt)),
+            Decision::RetryAfter(wait) => {
+                tracing::debug!(step, attempt, ?wait, "retrying: {error}");
+                tokio::time::sleep(wait.min(Duration::from_secs(600))).await;
+            }
+        }
+    }
+}
+
+fn http_error(step: &str, status: Option<StatusCode>, body: &str) -> PushError {
+    let mut message = match status {
+        Some(s) => format!("HTTP {s}"),
+        None => String::new(),
+    };
+    let body = body.trim();
+    if !body.is_empty() {
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(
+            &crate::nix::preview(body)
+                .chars()
+                .take(MAX_ERROR_BODY)
+                .collect::<String>(),
+        );
+    }
+    PushError::Http {
+        step: step.to_string(),
+        status: status.map(|s| s.as_u16()),
+        message,
+    }
+}
+
+fn with_attempts(error: PushError, attempts: u32) -> PushError {
+    match error {
+        PushError::Http {
+            step,
+            status,
+            message,
+        } if attempts > 1 => PushError::Http {
+            step,
+            status,
+            message: format!("{message} (after {attempts} attempts)"),
+        },
+        other => other,
+    }
+}
+
+/// reqwest's error and its causes, which hold the useful part ("connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,407 @@
+//! Turns one store path into the bytes to upload, in a single streaming pass:
+//! filesystem → NAR (hashed: NarHash, NarSize) → zstd (hashed: FileHash, FileSize) → spool,
+//! with the NAR teed to a listing builder on its own thread. Also fetches the build log.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indicatif::ProgressBar;
+
+use crate::nix::hash::HashingWriter;
+use crate::nix::{Listing, NixHash, ObjectKey, StorePath};
+
+use super::closure::PathInfo;
+use super::dump::dump_path;
+use super::objects::{FileDigest, PathObjects};
+use super::spool::{compressed_bound, MemoryBudget, Spool, Stored};
+use super::PushError;
+
+/// How to compress.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressOptions {
+    /// zstd level (1…19; 3 is zstd's default).
+    pub level: i32,
+    /// zstd worker threads per NAR (0: compress on the calling thread).
+    pub workers: u32,
+}
+
+/// A path ready to upload: its objects' digests and their bytes.
+#[derive(Debug)]
+pub struct PreparedPath {
+    /// Keys, digests and references.
+    pub objects: PathObjects,
+    /// The compressed NAR.
+    pub nar: Stored,
+    /// The compressed listing.
+    pub listing: Option<Bytes>,
+    /// The compressed build log.
+    pub log: Option<Bytes>,
+}
+
+/// What the NAR pass yields.
+#[derive(Debug)]
+pub struct NarPass {
+    /// NarHash as computed from the filesystem.
+    pub nar_hash: NixHash,
+    /// NarSize as computed.
+    pub nar_size: u64,
+    /// Digest of the compressed bytes.
+    pub file: FileDigest,
+    /// The compressed bytes.
+    pub stored: Stored,
+    /// The listing, unless the tree has names JSON cannot hold (non-UTF-8).
+    pub listing: Option<Listing>,
+}
+
+/// Dumps, hashes, compresses and lists `path` (blocking; run it on a blocking thread).
+pub fn nar_pass(
+    path: &Path,
+    spool: Spool,
+    compress: CompressOptions,
+    progress: &ProgressBar,
+) -> Result<NarPass, PushError> {
+    let shown = path.display().to_string();
+    let fail = |step: &'static str, message: String| PushError::Prepare {
+        path: shown.clone(),
+        step,
+        message,
+    };
+    let file_hasher = HashingWriter::new(spool);
+    let mut encoder = zstd::stream::write::Encoder::new(file_hasher, compress.level)
+        .map_err(|e| fail("start zstd", e.to_string()))?;
+    if compress.workers > 0 {
+        encoder
+            .multithread(compress.workers)
+            .map_err(|e| fail("start zstd workers", e.to_string()))?;
+    }
+    let (tee, listing_thread) = spawn_lister();
+    let sink = HashingWriter::new(Tee {
+        first: encoder,
+        second: tee,
+        progress,
+    });
+    let sink = dump_path(path, sink).map_err(|e| fail("read the store path", e.to_string()))?;
+    let (tee, nar_hash, nar_size) = sink.finish();
+    let Tee {
+        first: encoder,
+        second: lister,
+        ..
+    } = tee;
+    // Closing the channel ends the listing thread's input.
+    drop(lister);
+    let file_hasher = encoder
+        .finish()
+        .map_err(|e| fail("compress", e.to_string()))?;
+    let (spool, file_hash, file_size) = file_hasher.finish();
+    let stored = spool.finish().map_err(|e| fail("spool", e.to_string()))?;
+    let listing = match listing_thread.join() {
+        Ok(Ok(listing)) => Some(listing),
+        Ok(Err(e)) => {
+            tracing::warn!(path = %shown, "no .ls listing: {e}");
+            None
+        }
+        Err(_) => return Err(fail("list", "the listing thread panicked".into())),
+    };
+    Ok(NarPass {
+        nar_hash,
+        nar_size,
+        file: FileDigest {
+            hash: file_hash,
+            size: file_size,
+        },
+        stored,
+        listing,
+    })
+}
+
+/// Prepares one path: the NAR pass, checked against what Nix recorded, plus the
+/// compressed listing and build log.
+pub async fn prepare_path(
+    info: PathInfo,
+    budget: Arc<MemoryBudget>,
+    compress: CompressOptions,
+    nix_store: Option<PathBuf>,
+    progress: ProgressBar,
+) -> Result<PreparedPath, PushError> {
+    let path = PathBuf::from(info.path.to_absolute());
+    let shown = info.path.to_string();
+    let fail = |step: &'static str, message: String| PushError::Prepare {
+        path: shown.clone(),
+        step,
+        message,
+    };
+    let spool = Spool::new(&budget, compressed_bound(info.nar_size))
+        .map_err(|e| fail("create a temporary file", e.to_string()))?;
+    let pass = tokio::task::spawn_blocking(move || nar_pass(&path, spool, compress, &progress))
+        .await
+        .map_err(|e| fail("hash and compress", e.to_string()))??;
+    if (pass.nar_hash, pass.nar_size) != (info.nar_hash, info.nar_size) {
+        return Err(fail(
+            "check the NAR",
+            format!(
+                "the store holds a NAR of {} bytes with {}, but Nix recorded {} bytes with {} \
+                 (was the path modified? `nix-store --verify-path` tells)",
+                pass.nar_size, pass.nar_hash, info.nar_size, info.nar_hash
+            ),
+        ));
+    }
+    let listing = match &pass.listing {
+        None => None,
+        Some(listing) => {
+            let json = listing
+                .to_json()
+                .map_err(|e| fail("render the listing", e.to_string()))?;
+            Some(
+                compress_bytes(json.as_bytes(), compress.level)
+                    .map_err(|e| fail("compress the listing", e.to_string()))?,
+            )
+        }
+    };
+    let log = match (&info.deriver, nix_store) {
+        (Some(drv), Some(nix_store)) => match read_log(&nix_store, drv).await {
+            Ok(Some(text)) => Some((
+                ObjectKey::build_log(drv).map_err(|e| fail("name the build log", e.to_string()))?,
+                compress_bytes(&text, compress.level)
+                    .map_err(|e| fail("compress the build log", e.to_string()))?,
+            )),
+            Ok(None) => None,
+            Err(message) => {
+                // Logs are a courtesy: a path without one is still worth pushing.
+                tracing::warn!(path = %shown, "skipping the build log of {drv}: {message}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let objects = PathObjects {
+        nar: pass.file,
+        listing: listing.as_deref().map(FileDigest::of),
+        log: log.as_ref().map(|(k, b)| (k.clone(), FileDigest::of(b))),
+        info,
+    };
+    Ok(PreparedPath {
+        objects,
+        nar: pass.stored,
+        listing,
+        log: log.map(|(_, b)| b),
+    })
+}
+
+/// zstd-compresses bytes held in memory (listings, logs, narinfos).
+pub fn compress_bytes(data: &[u8], level: i32) -> io::Result<Bytes> {
+    zstd::stream::encode_all(data, level).map(Bytes::from)
+}
+
+/// Where Nix keeps build logs of a local store (`NIX_LOG_DIR`, else `/nix/var/log/nix`).
+fn log_dir() -> PathBuf {
+    std::env::var_os("NIX_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/nix/var/log/nix"))
+}
+
+/// The files a local store may hold `drv`'s log in: `drvs/<2 chars>/<rest>[.bz2]`.
+pub fn log_files(log_dir: &Path, drv: &StorePath) -> [PathBuf; 2] {
+    let base = drv.basename();
+    let (head, tail) = base.split_at(2);
+    let plain = log_dir.join("drvs").join(head).join(tail);
+    let bz2 = plain.with_file_name(format!("{tail}.bz2"));
+    [plain, bz2]
+}
+
+/// The build log of `drv`, `None` when the store has none.
+///
+/// When this machine keeps logs locally and has no file for `drv`, no process is started:
+/// most paths of a closure were substituted, not built, and have no log.
+pub async fn read_log(nix_store: &Path, drv: &StorePath) -> Result<Option<Vec<u8>>, String> {
+    let dir = log_dir();
+    if dir.join("drvs").is_dir() && !log_files(&dir, drv).iter().any(|f| f.exists()) {
+        return Ok(None);
+    }
+    let out = tokio::process::Command::new(nix_store)
+        // Substituters would be asked for every path without a local log: slow and pointless.
+        .args(["--option", "substituters", "", "--read-log"])
+        .arg(drv.to_absolute())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", nix_store.display()))?;
+    if out.status.success() {
+        return Ok((!out.stdout.is_empty()).then_some(out.stdout));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("is not available") {
+        Ok(None)
+    } else {
+        Err(format!(
+            "{} --read-log: {}",
+            nix_store.display(),
+            stderr.trim()
+        ))
+    }
+}
+
+/// Writes everything to `first`, and the same bytes to `second`; counts progress.
+struct Tee<'a, A, B> {
+    first: A,
+    second: B,
+    progress: &'a ProgressBar,
+}
+
+impl<A: Write, B: Write> Write for Tee<'_, A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.first.write(buf)?;
+        self.second.write_all(&buf[..n])?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.first.flush()?;
+        self.second.flush()
+    }
+}
+
+type ListingThread = std::thread::JoinHandle<Result<Listing, crate::nix::listing::ListingError>>;
+
+/// A writer whose bytes a new thread parses as a NAR into a listing.
+fn spawn_lister() -> (BufWriter<ChannelWriter>, ListingThread) {
+    let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    let thread = std::thread::spawn(move || {
+        Listing::from_nar(ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        })
+    });
+    (
+        BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: Some(tx) }),
+        thread,
+    )
+}
+
+/// Sends chunks to the listing thread; if that thread gave up, drops them silently
+/// (its error is reported when it is joined).
+struct ChannelWriter {
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(tx) = &self.tx {
+            if tx.send(buf.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("big"), vec![b'x'; 3 << 20]).unwrap();
+        fs::write(root.join("small"), b"hello\n").unwrap();
+        std::os::unix::fs::symlink("small", root.join("link")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn one_pass_yields_hashes_compressed_bytes_and_listing() {
+        let dir = tree();
+        let root = dir.path().join("root");
+        let nar = dump_path(&root, Vec::new()).unwrap();
+        for (workers, budget) in [(0, 1 << 30), (2, 0)] {
+            let budget = MemoryBudget::new(budget);
+            let spool = Spool::new(&budget, compressed_bound(nar.len() as u64)).unwrap();
+            let bar = ProgressBar::hidden();
+            let pass = nar_pass(&root, spool, CompressOptions { level: 3, workers }, &bar).unwrap();
+            assert_eq!(pass.nar_hash, NixHash::of(&nar));
+            assert_eq!(pass.nar_size, nar.len() as u64);
+            assert_eq!(bar.position(), nar.len() as u64);
+            let compressed = pass.stored.read_range(0, pass.stored.len()).unwrap();
+            assert_eq!(pass.file, FileDigest::of(&compressed));
+            assert!(
+                pass.file.size < pass.nar_size / 10,
+                "zstd compressed the zeros"
+            );
+            assert_eq!(zstd::stream::decode_all(&compressed[..]).unwrap(), nar);
+            assert_eq!(
+                pass.listing.unwrap(),
+                Listing::from_nar(nar.as_slice()).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_path_is_named_in_the_error() {
+        let budget = MemoryBudget::new(1 << 20);
+        let spool = Spool::new(&budget, 10).unwrap();
+        let e = nar_pass(
+            Path::new("/nonexistent/larder-push"),
+            spool,
+            CompressOptions {
+                level: 3,
+                workers: 0,
+            },
+            &ProgressBar::hidden(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent/larder-push") && e.contains("read the store path"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn log_files_follow_nix_layout() {
+        let drv = StorePath::from_basename("9ka51kwxri4djfxbqxmfq3szya0qscc2-a.drv").unwrap();
+        let [plain, bz2] = log_files(Path::new("/nix/var/log/nix"), &drv);
+        assert_eq!(
+            plain,
+            Path::new("/nix/var/log/nix/drvs/9k/a51kwxri4djfxbqxmfq3szya0qscc2-a.drv")
+        );
+        assert_eq!(
+            bz2,
+            Path::new("/nix/var/log/nix/drvs/9k/a51kwxri4djfxbqxmfq3szya0qscc2-a.drv.bz2")
+        );
+    }
+}
