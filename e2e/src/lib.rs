@@ -12,5 +12,11 @@
 // fails the test that asked for it with a message naming the component.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod garage;
+pub mod k8s;
+pub mod larder;
+pub mod niks3;
+pub mod nix;
+pub mod postgres;
 pub mod process;
 pub mod tools;

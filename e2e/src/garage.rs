@@ -1,0 +1,180 @@
+//! A single-node Garage (the S3 server) per test binary, one bucket and key per test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::process::{free_port, run, temp_dir, unique_name, Service};
+use crate::tools::binary;
+
+const HINT: &str = "run e2e/tools/install-garage.sh and export LARDER_GARAGE=<its output>";
+
+/// The region Garage answers to; S3 clients must sign for it.
+pub const REGION: &str = "garage";
+
+/// The running Garage node.
+#[derive(Debug)]
+pub struct Garage {
+    bin: PathBuf,
+    config: PathBuf,
+    s3_port: u16,
+    _service: Mutex<Service>,
+}
+
+/// A bucket and a key that may read and write it, for one test.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// S3 endpoint URL (path-style addressing).
+    pub endpoint: String,
+    /// Region to sign requests for.
+    pub region: String,
+    /// Bucket name.
+    pub name: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+}
+
+impl Garage {
+    /// The node shared by every test in this binary, started on first use.
+    pub fn shared() -> &'static Garage {
+        static NODE: OnceLock<Garage> = OnceLock::new();
+        NODE.get_or_init(Garage::start)
+    }
+
+    fn start() -> Garage {
+        let bin = binary("LARDER_GARAGE", Some("garage"), HINT);
+        let dir = temp_dir("garage");
+        let (rpc_port, s3_port, admin_port) = (free_port(), free_port(), free_port());
+        let config = dir.join("garage.toml");
+        std::fs::write(&config, config_toml(&dir, rpc_port, s3_port, admin_port))
+            .expect("write garage.toml");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c").arg(&config).arg("server");
+        let mut service = Service::start("garage", cmd, &dir.join("garage.log"));
+        service.wait_for_port(rpc_port, Duration::from_secs(60));
+        service.wait_for_port(s3_port, Duration::from_secs(60));
+        let garage = Garage {
+            bin,
+            config,
+            s3_port,
+            _service: Mutex::new(service),
+        };
+        garage.apply_single_node_layout();
+        garage
+    }
+
+    fn cli(&self, what: &str, args: &[&str]) -> String {
+        run(
+            &format!("garage {what}"),
+            Command::new(&self.bin)
+                .arg("-c")
+                .arg(&self.config)
+                .args(args),
+        )
+    }
+
+    fn apply_single_node_layout(&self) {
+        let node = self.cli("node id", &["node", "id", "-q"]);
+        let id = node
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!id.is_empty(), "garage node id printed nothing");
+        self.cli(
+            "layout assign",
+            &["layout", "assign", "-z", "dc1", "-c", "10G", &id],
+        );
+        self.cli("layout apply", &["layout", "apply", "--version", "1"]);
+    }
+
+    /// S3 endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// Creates a fresh bucket and a key owning it, for `test`.
+    pub fn bucket(&self, test: &str) -> Bucket {
+        let name = unique_name(test);
+        // Importing a key we generate spares parsing the CLI's human-oriented output.
+        let access_key = format!("GK{}", random_hex(12));
+        let secret_key = random_hex(32);
+        self.cli("bucket create", &["bucket", "create", &name]);
+        self.cli(
+            "key import",
+            &[
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                &name,
+                &access_key,
+                &secret_key,
+            ],
+        );
+        self.cli(
+            "bucket allow",
+            &[
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                &name,
+                "--key",
+                &access_key,
+            ],
+        );
+        Bucket {
+            endpoint: self.endpoint(),
+            region: REGION.to_string(),
+            name,
+            access_key,
+            secret_key,
+        }
+    }
+}
+
+/// A fresh bucket for `test` on the shared node.
+pub fn bucket(test: &str) -> Bucket {
+    Garage::shared().bucket(test)
+}
+
+fn config_toml(dir: &Path, rpc_port: u16, s3_port: u16, admin_port: u16) -> String {
+    format!(
+        r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+metadata_fsync = false
+data_fsync = false
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc_port}"
+rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "127.0.0.1:{s3_port}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin_port}"
+admin_token = "{admin}"
+"#,
+        meta = dir.join("meta").display(),
+        data = dir.join("data").display(),
+        secret = random_hex(32),
+        admin = random_hex(16),
+    )
+}
+
+/// `n` random bytes as lower-case hex.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).expect("system randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

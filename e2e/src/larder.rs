@@ -1,0 +1,167 @@
+//! A real `larder serve` process, on the embedded default or on PostgreSQL and Garage.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::garage::Bucket;
+use crate::process::{free_port, temp_dir, unique_name, Service};
+
+/// Where the worker keeps its data.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `larder serve --data-dir DIR`: SQLite and a local folder.
+    Embedded,
+    /// PostgreSQL at this URL and a Garage bucket.
+    Postgres {
+        /// Database URL.
+        database: String,
+        /// Bucket and credentials.
+        bucket: Bucket,
+    },
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// Its data dir (embedded database, objects, generated key and token).
+    pub data_dir: PathBuf,
+    /// A token with push and admin scopes.
+    pub token: String,
+    /// A token with the read scope only (PostgreSQL backend; empty on the embedded one).
+    pub read_token: String,
+    /// Its public key, `name:base64`.
+    pub public_key: String,
+    /// What it stores into.
+    pub backend: Backend,
+    service: Service,
+}
+
+/// The `larder` binary: `LARDER_BIN`, or the workspace's debug build.
+pub fn larder_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LARDER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/larder");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bin larder` first (e2e/run-tests.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+impl Worker {
+    /// Starts a worker for `test` on `backend`, with extra `serve` flags.
+    pub fn start(test: &str, backend: Backend, extra: &[&str]) -> Worker {
+        let data_dir = temp_dir(&format!("worker-{}", unique_name(test)));
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(larder_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("LARDER_LOG", "info,larder_worker=debug");
+        for var in ["LARDER_DATABASE_URL", "LARDER_STORAGE", "LARDER_TOKEN_FILE"] {
+            cmd.env_remove(var);
+        }
+        let token = match &backend {
+            Backend::Embedded => None,
+            Backend::Postgres { database, bucket } => {
+                let token = format!("test-token-{}", unique_name(test));
+                let file = data_dir.join("tokens");
+                std::fs::write(
+                    &file,
+                    format!("{token} push,admin,read test\nreader-{token} read reader\n"),
+                )
+                .expect("write tokens");
+                cmd.arg("--database")
+                    .arg(database)
+                    .arg("--migrate")
+                    .arg("--token-file")
+                    .arg(&file)
+                    .args([
+                        "--s3-bucket",
+                        &bucket.name,
+                        "--s3-endpoint",
+                        &bucket.endpoint,
+                    ])
+                    .args(["--s3-region", &bucket.region, "--s3-path-style"])
+                    .args(["--s3-access-key-id", &bucket.access_key])
+                    .args(["--s3-secret-access-key", &bucket.secret_key]);
+                Some(token)
+            }
+        };
+        let mut service = Service::start("larder serve", cmd, &data_dir.join("serve.log"));
+        let health = format!("127.0.0.1:{port}");
+        service.wait_until("GET /health answers", Duration::from_secs(60), || {
+            use std::io::{Read, Write};
+            std::net::TcpStream::connect(&health)
+                .and_then(|mut s| {
+                    s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer)?;
+                    Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+                })
+                .unwrap_or(false)
+        });
+        let read_token = token
+            .as_ref()
+            .map(|t| format!("reader-{t}"))
+            .unwrap_or_default();
+        let token = token.unwrap_or_else(|| {
+            std::fs::read_to_string(data_dir.join("push-token"))
+                .expect("the embedded default writes push-token")
+                .trim()
+                .to_string()
+        });
+        let secret = std::fs::read_to_string(data_dir.join("signing-key")).expect("signing key");
+        let public_key = public_key_of(secret.trim());
+        Worker {
+            url,
+            data_dir,
+            token,
+            read_token,
+            public_key,
+            backend,
+            service,
+        }
+    }
+
+    /// The worker's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.service.log()).unwrap_or_default()
+    }
+}
+
+/// The public key of a Nix secret key, via the real `nix key convert-secret-to-public`.
+fn public_key_of(secret: &str) -> String {
+    use std::io::Write;
+    let mut child = crate::nix::Nix::shared()
+        .command("nix")
+        .args(["key", "convert-secret-to-public"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nix key convert-secret-to-public");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(secret.as_bytes())
+        .expect("write secret");
+    let out = child.wait_with_output().expect("nix key output");
+    assert!(
+        out.status.success(),
+        "nix key convert-secret-to-public failed"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

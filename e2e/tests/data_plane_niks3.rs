@@ -1,0 +1,152 @@
+// Needs `larder serve` from the data-plane work in progress; enabled with the feature.
+#![cfg(feature = "lead-wip")]
+
+//! The unchanged niks3 client pushes to a Larder worker; the real Nix substitutes from it.
+//!
+//! Runs on both backends: PostgreSQL + Garage, and the embedded SQLite + folder default.
+
+use larder_e2e::larder::{Backend, Worker};
+use larder_e2e::nix::{Nix, PathSpec};
+use larder_e2e::process::run;
+
+fn closure_specs() -> Vec<PathSpec> {
+    vec![
+        PathSpec::new("leaf", 4096, &[]),
+        PathSpec::new("big", 12 * 1024 * 1024, &[0]), // above the 10 MiB multipart threshold
+        PathSpec::new("root", 1000, &[0, 1]),
+    ]
+}
+
+fn niks3_push(worker: &Worker, paths: &[String]) -> String {
+    let token_file = worker.data_dir.join("niks3-token");
+    std::fs::write(&token_file, &worker.token).unwrap();
+    let mut cmd = larder_e2e::niks3::client_command(&worker.url, &token_file);
+    // niks3 runs `nix path-info`: give it the tests' Nix configuration.
+    cmd.env("NIX_CONF_DIR", Nix::shared().conf_dir())
+        .env("NIX_REMOTE", "local");
+    run("niks3 push", cmd.arg("push").args(paths))
+}
+
+/// `nix copy --from` the worker into a fresh store with signatures checked, and compare.
+fn substitute_and_compare(worker: &Worker, test: &str, paths: &[String]) {
+    let nix = Nix::shared();
+    let store = nix.fresh_store(test);
+    run(
+        "nix copy --from the worker",
+        nix.command("nix")
+            .args(["copy", "--from", &worker.url, "--to"])
+            .arg(&store)
+            .args(["--option", "trusted-public-keys", &worker.public_key])
+            .args(["--option", "require-sigs", "true"])
+            .args(paths),
+    );
+    let store_url = store.to_str().unwrap();
+    for path in paths {
+        let original = run(
+            "nix-store --dump original",
+            nix.command("nix-store").args(["--dump", path]),
+        );
+        let copied = run(
+            "nix store dump-path copy",
+            nix.command("nix")
+                .args(["store", "dump-path", "--store", store_url, path]),
+        );
+        assert!(original == copied, "{path} differs after substitution");
+    }
+}
+
+/// Every stored object with its size and modification time: a re-upload changes it.
+fn stored_objects(worker: &Worker) -> Vec<(String, u64, String)> {
+    match &worker.backend {
+        Backend::Embedded => {
+            let mut found = Vec::new();
+            let mut dirs = vec![worker.data_dir.join("objects")];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let entry = entry.unwrap();
+                    let meta = entry.metadata().unwrap();
+                    if meta.is_dir() {
+                        dirs.push(entry.path());
+                    } else {
+                        let modified = format!("{:?}", meta.modified().unwrap());
+                        found.push((entry.path().display().to_string(), meta.len(), modified));
+                    }
+                }
+            }
+            found.sort();
+            found
+        }
+        Backend::Postgres { bucket, .. } => {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                let config = aws_sdk_s3::Config::builder()
+                    .endpoint_url(&bucket.endpoint)
+                    .region(aws_sdk_s3::config::Region::new(bucket.region.clone()))
+                    .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                        &bucket.access_key,
+                        &bucket.secret_key,
+                        None,
+                        None,
+                        "test",
+                    ))
+                    .force_path_style(true)
+                    .build();
+                let s3 = aws_sdk_s3::Client::from_conf(config);
+                let listed = s3
+                    .list_objects_v2()
+                    .bucket(&bucket.name)
+                    .send()
+                    .await
+                    .unwrap();
+                let mut found: Vec<(String, u64, String)> = listed
+                    .contents()
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.key().unwrap_or_default().to_string(),
+                            o.size().unwrap_or_default() as u64,
+                            format!("{:?}", o.last_modified()),
+                        )
+                    })
+                    .collect();
+                found.sort();
+                found
+            })
+        }
+    }
+}
+
+fn scenario(test: &str, backend: Backend) {
+    let nix = Nix::shared();
+    let paths = nix.build_closure(test, &closure_specs());
+    let worker = Worker::start(test, backend, &[]);
+    niks3_push(&worker, &[paths[2].clone()]);
+    substitute_and_compare(&worker, test, &paths);
+
+    let before = stored_objects(&worker);
+    assert!(
+        before.len() >= 9,
+        "3 paths need narinfo, NAR and listing each: {before:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    niks3_push(&worker, &[paths[2].clone()]);
+    assert_eq!(
+        stored_objects(&worker),
+        before,
+        "a second push uploaded again"
+    );
+}
+
+#[test]
+fn niks3_client_pushes_and_nix_substitutes_on_postgres_and_garage() {
+    let backend = Backend::Postgres {
+        database: larder_e2e::postgres::database("niks3-pg"),
+        bucket: larder_e2e::garage::bucket("niks3-pg"),
+    };
+    scenario("niks3-pg", backend);
+}
+
+#[test]
+fn niks3_client_pushes_and_nix_substitutes_on_the_embedded_default() {
+    scenario("niks3-embedded", Backend::Embedded);
+}
