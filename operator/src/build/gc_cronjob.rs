@@ -1,0 +1,149 @@
+//! The CronJob of a GCPolicy, running `larder gc` against its cache.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::{child_meta, labels, names, pod, Component, GC_POLICY_LABEL};
+use crate::crd::{BinaryCacheSpec, GCPolicySpec};
+
+/// A GC policy as the builder sees it, with the cache it collects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GcView<'a> {
+    /// Name of the GCPolicy.
+    pub name: &'a str,
+    /// Its namespace (also the cache's).
+    pub namespace: &'a str,
+    /// Controller owner reference pointing at the GCPolicy.
+    pub owner: OwnerReference,
+    /// The policy.
+    pub spec: &'a GCPolicySpec,
+    /// Name of the collected cache.
+    pub cache: &'a str,
+    /// The collected cache's spec.
+    pub cache_spec: &'a BinaryCacheSpec,
+    /// Image to run: the one the cache's database was migrated for.
+    pub image: &'a str,
+}
+
+/// The `larder` arguments of one run.
+pub fn args(spec: &GCPolicySpec) -> Vec<String> {
+    let mut args = vec![
+        "gc".to_string(),
+        "--older-than".to_string(),
+        spec.retention.clone(),
+        "--failed-uploads-older-than".to_string(),
+        spec.failed_upload_grace.clone(),
+    ];
+    if spec.dry_run {
+        args.push("--dry-run".into());
+    }
+    args
+}
+
+/// Labels of the CronJob, its Jobs and their pods; the policy label finds runs again.
+pub fn run_labels(policy: &str, cache: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = labels(cache, Component::Gc);
+    labels.insert(GC_POLICY_LABEL.to_string(), policy.to_string());
+    labels
+}
+
+/// The CronJob running the collector on the policy's schedule.
+pub fn build(gc: &GcView) -> CronJob {
+    let process = pod::Process {
+        args: args(gc.spec),
+        signing_key: false,
+        push_tokens: false,
+    };
+    let mut pod_spec = pod::spec(gc.cache, gc.cache_spec, gc.image, &process);
+    // Failed pods stay, so their termination message (the run summary) can be read.
+    pod_spec.restart_policy = Some("Never".into());
+    let run_labels = run_labels(gc.name, gc.cache);
+    CronJob {
+        metadata: child_meta(
+            names::gc_cronjob(gc.name),
+            gc.namespace,
+            run_labels.clone(),
+            Some(&gc.owner),
+        ),
+        spec: Some(CronJobSpec {
+            schedule: gc.spec.schedule.clone(),
+            time_zone: gc.spec.time_zone.clone(),
+            // Runs are exclusive anyway (a database lock); two would only queue on it.
+            concurrency_policy: Some("Forbid".into()),
+            suspend: Some(gc.spec.suspend),
+            starting_deadline_seconds: Some(3_600),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(run_labels.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(1),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(run_labels),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(pod_spec),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+        }),
+        ..CronJob::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures;
+    use kube::Resource;
+
+    #[test]
+    fn dry_run_policy_args() {
+        let policy = fixtures::gc_policy();
+        assert_eq!(
+            args(&policy.spec),
+            [
+                "gc",
+                "--older-than",
+                "2160h",
+                "--failed-uploads-older-than",
+                "12h",
+                "--dry-run"
+            ]
+        );
+        let mut real = policy.spec.clone();
+        real.dry_run = false;
+        assert!(!args(&real).contains(&"--dry-run".to_string()));
+    }
+
+    #[test]
+    fn cronjob_forbids_overlap_and_carries_the_policy_label() {
+        let policy = fixtures::gc_policy();
+        let cache = fixtures::minimal();
+        let view = GcView {
+            name: "nightly",
+            namespace: "nix",
+            owner: policy.controller_owner_ref(&()).unwrap(),
+            spec: &policy.spec,
+            cache: "main",
+            cache_spec: &cache.spec,
+            image: "larder:1",
+        };
+        let cj = build(&view);
+        assert_eq!(cj.metadata.name.as_deref(), Some("nightly-gc"));
+        let spec = cj.spec.unwrap();
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.time_zone.as_deref(), Some("Europe/Berlin"));
+        let job_labels = spec.job_template.metadata.unwrap().labels.unwrap();
+        assert_eq!(job_labels[GC_POLICY_LABEL], "nightly");
+        let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("main"));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    }
+}

@@ -1,0 +1,181 @@
+//! The `GCPolicy` reconcile pipeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::binary_cache::get;
+use super::{apply, events, Context, Error, MANAGER};
+use crate::build::{gc_cronjob, GC_POLICY_LABEL};
+use crate::crd::{BinaryCache, GCPolicy, GcResult};
+use crate::status::gc_policy::{self as status, JOB_NAME_LABEL};
+use crate::validate::{validate_gc_policy, InvalidGcPolicy};
+
+/// How often a policy is looked at again without changes (runs are also watched).
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a policy waiting on its cache is looked at again.
+const WAITING: Duration = Duration::from_secs(60);
+
+/// Reconciles one GC policy.
+pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = policy.namespace().ok_or(Error::Metadata("namespace"))?;
+    let client = &ctx.client;
+
+    // Fetch: the cache it collects.
+    let cache: Option<BinaryCache> = get(client, &namespace, &policy.spec.cache_ref.name).await?;
+
+    // Validate (pure).
+    let view = match validate_gc_policy(&policy, cache.as_ref()) {
+        Ok(view) => view,
+        Err(invalid) => return report_invalid(&policy, &ctx, &invalid).await,
+    };
+
+    // Build (pure) and apply.
+    let cronjob = gc_cronjob::build(&view);
+    let result = apply::apply(client, &namespace, &cronjob).await?;
+    events::child_applied(
+        &ctx.recorder,
+        policy.as_ref(),
+        "CronJob",
+        &cronjob.name_any(),
+        result,
+    )
+    .await;
+    let applied: Option<CronJob> = get(client, &namespace, &cronjob.name_any()).await?;
+    let applied = applied.unwrap_or(cronjob);
+
+    // Runs: the policy's Jobs and their pods.
+    let selector = format!("{GC_POLICY_LABEL}={}", view.name);
+    let jobs = Api::<Job>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube("list", "Job", &selector, e))?
+        .items;
+    let pods = pods_of(client, &namespace, &jobs).await?;
+    let run = status::last_run(&jobs, &pods);
+
+    let previous = policy.status.as_ref().and_then(|s| s.last_run.as_ref());
+    if let Some(run) = run
+        .as_ref()
+        .filter(|r| previous.map(|p| &p.job_name) != Some(&r.job_name))
+    {
+        let (type_, reason) = match run.result {
+            GcResult::Succeeded => (EventType::Normal, "RunSucceeded"),
+            GcResult::Failed => (EventType::Warning, "RunFailed"),
+        };
+        let note = match &run.summary {
+            Some(s) => format!(
+                "Job {}: {} objects ({} bytes) deleted, {} roots expired, {} failures in {:.1}s",
+                run.job_name,
+                s.objects_deleted,
+                s.bytes_deleted,
+                s.roots_expired,
+                s.failures,
+                s.duration_seconds
+            ),
+            None => format!(
+                "Job {}: {}",
+                run.job_name,
+                run.message.as_deref().unwrap_or("no summary")
+            ),
+        };
+        events::publish(
+            &ctx.recorder,
+            policy.as_ref(),
+            type_,
+            reason,
+            "Collect",
+            note,
+        )
+        .await;
+    }
+    write_status(client, &policy, Ok((&applied, run))).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Pods of the finished Jobs, found by the label the Job controller sets.
+async fn pods_of(client: &Client, namespace: &str, jobs: &[Job]) -> Result<Vec<Pod>, Error> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let mut pods = Vec::new();
+    for job in jobs {
+        let selector = format!("{JOB_NAME_LABEL}={}", job.name_any());
+        let found = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| Error::kube("list", "Pod", &selector, e))?;
+        pods.extend(found.items);
+    }
+    Ok(pods)
+}
+
+async fn report_invalid(
+    policy: &GCPolicy,
+    ctx: &Context,
+    invalid: &InvalidGcPolicy,
+) -> Result<Action, Error> {
+    let was = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.reason.clone(), c.observed_generation));
+    if was != Some((invalid.reason().to_string(), policy.metadata.generation)) {
+        events::publish(
+            &ctx.recorder,
+            policy,
+            EventType::Warning,
+            invalid.reason(),
+            "Validate",
+            invalid.to_string(),
+        )
+        .await;
+    }
+    write_status(&ctx.client, policy, Err(invalid)).await?;
+    ctx.metrics
+        .invalid(GCPolicy::kind(&()).as_ref(), invalid.reason());
+    Ok(if invalid.waits_on_other_objects() {
+        Action::requeue(WAITING)
+    } else {
+        Action::await_change()
+    })
+}
+
+async fn write_status(
+    client: &Client,
+    policy: &GCPolicy,
+    outcome: Result<(&CronJob, Option<crate::crd::GcRun>), &InvalidGcPolicy>,
+) -> Result<(), Error> {
+    let now = Time(Timestamp::now());
+    let new = status::compute(
+        policy.status.as_ref(),
+        policy.metadata.generation,
+        outcome,
+        &now,
+    );
+    if policy.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let name = policy.name_any();
+    let api: Api<GCPolicy> =
+        Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": GCPolicy::api_version(&()),
+        "kind": GCPolicy::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("update status of", "GCPolicy", &name, e))?;
+    Ok(())
+}
