@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn a_closure_holds_exactly_what_its_root_reaches() {
         let base = path('c', "base", &[], false);
-        let lib = path('b', "lib", &[base.info.path.clone()], false);
+        let lib = path('b', "lib", std::slice::from_ref(&base.info.path), false);
         let app = path('a', "app", &[lib.info.path.clone(), sp('a', "app")], true);
         let other = path('f', "other", &[], false);
         let all: BTreeMap<StorePath, PathObjects> = [&base, &lib, &app, &other]
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn narinfo_carries_file_hash_and_signatures() {
         let dep = sp('b', "dep");
-        let mut p = path('a', "app", &[dep.clone()], false);
+        let mut p = path('a', "app", std::slice::from_ref(&dep), false);
         p.info.ca =
             Some("fixed:r:sha256:1vl7dq049wsjdnamn28vdimwnx3x4pb118zgyi7jk84zk9rxvypf".into());
         let local = "test-1:3luLeDGd3VvF8hrARR3zPyVQbfeHMEM6caN5WMW0Sajl43X93yE/mfKsCcD6Qlwl76pba8vd40nsnju3M3GdAA==";

@@ -47,7 +47,7 @@ pub enum Decision {
 
 /// Whether a status is worth another attempt: throttling, timeouts and server errors.
 pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504) || status >= 520 && status < 600
+    matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504) || (520..600).contains(&status)
 }
 
 impl RetryPolicy {
