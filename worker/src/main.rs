@@ -1,5 +1,26 @@
 //! The `larder` command.
 
-fn main() {
-    println!("larder {}", env!("CARGO_PKG_VERSION"));
+use clap::Parser;
+
+#[cfg(feature = "lead-wip")]
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LARDER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = larder_worker::cli::Cli::parse();
+    match larder_worker::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
+
+#[cfg(not(feature = "lead-wip"))]
+fn main() {}

@@ -1,0 +1,79 @@
+//! `larder gc`: one garbage collection run, for CronJobs and cron.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::gc::{GcOptions, GcSummary};
+
+use super::store::StoreArgs;
+use super::CliError;
+
+/// Where Kubernetes reads a container's termination message from.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Arguments of `larder gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Expire roots not pushed for this long (pins never expire), e.g. `720h` or `30d`.
+    #[arg(long, env = "LARDER_GC_OLDER_THAN", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+    /// Abandon upload sessions started this long ago.
+    #[arg(long, env = "LARDER_GC_FAILED_UPLOADS_OLDER_THAN", default_value = "6h",
+          value_parser = humantime::parse_duration)]
+    pub failed_uploads_older_than: Duration,
+    /// Keep unreachable objects this long after marking before deleting them.
+    #[arg(long, env = "LARDER_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// Report what would be collected; change nothing.
+    #[arg(long, env = "LARDER_GC_DRY_RUN")]
+    pub dry_run: bool,
+    /// Print only the JSON summary on stdout (it is always the last line).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Runs a collection and prints its summary.
+pub async fn run(args: GcArgs) -> Result<(), CliError> {
+    let db = args.store.connect_db().await?;
+    db.check_schema().await?;
+    let storage = args.store.open_storage("http://127.0.0.1").await?;
+    let options = GcOptions {
+        older_than: args.older_than,
+        failed_uploads_older_than: args.failed_uploads_older_than,
+        grace: args.grace,
+        dry_run: args.dry_run,
+    };
+    let summary = crate::gc::run(&db, &storage, &options)
+        .await
+        .map_err(|e| CliError::Message(format!("gc failed: {e}")))?;
+    report(&summary, args.json);
+    Ok(())
+}
+
+fn report(summary: &GcSummary, json_only: bool) {
+    let line = serde_json::to_string(summary).unwrap_or_else(|_| "{}".into());
+    if !json_only {
+        eprintln!(
+            "{}: {} roots expired, {} objects marked, {} deleted ({} bytes), {} failures in {} ms",
+            if summary.dry_run {
+                "gc (dry run)"
+            } else {
+                "gc"
+            },
+            summary.roots_expired,
+            summary.objects_marked,
+            summary.objects_deleted,
+            summary.bytes_deleted,
+            summary.failures,
+            summary.duration_ms
+        );
+    }
+    println!("{line}");
+    if std::path::Path::new(TERMINATION_LOG).exists() {
+        // Kubernetes shows this in the pod's status; the operator reads it from there.
+        let _ = std::fs::write(TERMINATION_LOG, &line);
+    }
+}

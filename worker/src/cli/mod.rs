@@ -1,0 +1,69 @@
+//! The `larder` command line: one file per subcommand.
+
+pub mod gc;
+pub mod keygen;
+pub mod migrate;
+pub mod serve;
+pub mod store;
+
+use clap::{Parser, Subcommand};
+
+/// Larder: a Nix binary cache on S3 with closure-aware garbage collection.
+///
+/// Start with `larder serve`: with no flags it runs a complete cache in ./larder-data
+/// (SQLite and a local folder) and prints how to push to it and substitute from it.
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker: upload API, read proxy, metrics.
+    Serve(serve::ServeArgs),
+    /// Collect garbage once: expire old roots, delete what no root reaches.
+    Gc(gc::GcArgs),
+    /// Apply database migrations and exit (run before rolling out a new version).
+    Migrate(migrate::MigrateArgs),
+    /// Print a new signing key in Nix's format, and its public key on stderr.
+    Keygen(keygen::KeygenArgs),
+}
+
+/// Errors of a subcommand, printed once by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Message(String),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let context = context.into();
+        move |source| CliError::Io { context, source }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Gc(args) => gc::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Keygen(args) => keygen::run(args),
+    }
+}

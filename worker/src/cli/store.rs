@@ -1,0 +1,97 @@
+//! Where the database and the objects are: flags shared by every subcommand that needs them.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::db::Db;
+use crate::storage::{DirStore, S3Config, S3Store, Storage};
+
+use super::CliError;
+
+/// Database and storage location. With neither `--database` nor an S3 bucket, everything
+/// lives in `--data-dir` (the embedded default `larder serve` creates).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Folder of the embedded default: SQLite database, objects, keys, push token.
+    #[arg(long, env = "LARDER_DATA_DIR", default_value = "larder-data")]
+    pub data_dir: PathBuf,
+    /// Database URL: `postgres://user@host/db` or `sqlite:///path/larder.db`
+    /// (default: SQLite in the data dir).
+    #[arg(long, env = "LARDER_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Object storage: `s3://bucket[/prefix]` (details via the --s3-* flags) or a folder
+    /// (default: `objects/` in the data dir).
+    #[arg(long, env = "LARDER_STORAGE")]
+    pub storage: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Config,
+}
+
+impl StoreArgs {
+    /// True when the database is the embedded SQLite one (created and migrated freely).
+    pub fn embedded_database(&self) -> bool {
+        self.database.is_none()
+    }
+
+    /// The database URL to use.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("larder.db").display()),
+        }
+    }
+
+    /// Creates the data dir when the embedded default needs it.
+    pub fn ensure_data_dir(&self) -> Result<(), CliError> {
+        if self.database.is_none() || self.storage_dir().is_some() {
+            std::fs::create_dir_all(&self.data_dir)
+                .map_err(CliError::io(format!("create {}", self.data_dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Connects to the database.
+    pub async fn connect_db(&self) -> Result<Db, CliError> {
+        self.ensure_data_dir()?;
+        Ok(Db::connect(&self.database_url()).await?)
+    }
+
+    /// The S3 settings, when the storage is a bucket.
+    pub fn s3_config(&self) -> Option<S3Config> {
+        let mut s3 = self.s3.clone();
+        if let Some(rest) = self
+            .storage
+            .as_deref()
+            .and_then(|s| s.strip_prefix("s3://"))
+        {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            s3.bucket = bucket.to_string();
+            if !prefix.is_empty() {
+                s3.prefix = prefix.to_string();
+            }
+        }
+        (!s3.bucket.is_empty()).then_some(s3)
+    }
+
+    /// The objects folder, when the storage is a local directory.
+    pub fn storage_dir(&self) -> Option<PathBuf> {
+        if self.s3_config().is_some() {
+            return None;
+        }
+        Some(match self.storage.as_deref() {
+            Some(dir) => PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
+            None => self.data_dir.join("objects"),
+        })
+    }
+
+    /// Opens the object store; `public_url` is where the worker is reachable (the local
+    /// directory's upload URLs point there).
+    pub async fn open_storage(&self, public_url: &str) -> Result<Storage, CliError> {
+        match (self.s3_config(), self.storage_dir()) {
+            (Some(s3), _) => Ok(Storage::S3(S3Store::new(&s3).await?)),
+            (None, Some(dir)) => Ok(Storage::Dir(DirStore::open(dir, public_url).await?)),
+            (None, None) => Err(CliError::Message("no storage configured".into())),
+        }
+    }
+}

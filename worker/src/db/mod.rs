@@ -1,0 +1,226 @@
+//! The database: PostgreSQL in production, SQLite for `larder serve`'s embedded default.
+//!
+//! Both run the same schema (`worker/migrations/{postgres,sqlite}`) and every query is
+//! written once through sqlx's `Any` driver; the few dialect differences (row locks,
+//! advisory locks) branch on [`Backend`]. Times are Unix milliseconds.
+
+pub mod gc;
+pub mod pending;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+use thiserror::Error;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Why a database operation failed.
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("database URL {0:?} is neither postgres:// nor sqlite://")]
+    UnsupportedUrl(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error(
+        "the database schema is at version {found}, newer than this larder knows ({known}); \
+         upgrade larder before pointing it at this database"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error(
+        "the database schema is at version {found}, older than this larder needs \
+             ({known}); run `larder migrate` (or `larder serve --migrate`)"
+    )]
+    SchemaTooOld { found: i64, known: i64 },
+    #[error("database query failed ({context}): {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Attaches what was being done to a sqlx error.
+pub(crate) trait QueryContext<T> {
+    fn context(self, context: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> QueryContext<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Query { context, source })
+    }
+}
+
+/// Which SQL engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: row locks and advisory locks available.
+    Postgres,
+    /// SQLite: one writer at a time, so writes are already serialised.
+    Sqlite,
+}
+
+/// A connection pool plus what it is connected to.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite://path`; the SQLite file is created).
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(DbError::UnsupportedUrl(redact(url)));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(DbError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Postgres => 32,
+                Backend::Sqlite => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; the timeout makes a
+                        // second writer wait instead of failing with SQLITE_BUSY.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Db { pool, backend })
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        }
+    }
+
+    /// Applies every embedded migration the database lacks.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        self.check_not_newer().await?;
+        self.migrator()
+            .run(&self.pool)
+            .await
+            .map_err(DbError::Migrate)
+    }
+
+    /// Fails unless the schema is exactly the one this binary was built for.
+    pub async fn check_schema(&self) -> Result<(), DbError> {
+        let found = self.check_not_newer().await?;
+        let known = self.known_version();
+        if found < known {
+            return Err(DbError::SchemaTooOld { found, known });
+        }
+        Ok(())
+    }
+
+    fn known_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Current schema version (0 for an empty database); errors if it is newer than known.
+    async fn check_not_newer(&self) -> Result<i64, DbError> {
+        let exists = match self.backend {
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                                  WHERE table_name = '_sqlx_migrations'"
+            }
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master \
+                                WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+        };
+        let count: i64 = sqlx::query(exists)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .context("look for the migrations table")?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let found: Option<i64> =
+            sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .context("read the schema version")?;
+        let found = found.unwrap_or(0);
+        let known = self.known_version();
+        if found > known {
+            return Err(DbError::SchemaTooNew { found, known });
+        }
+        Ok(found)
+    }
+}
+
+/// SQL assembled only from constant fragments and `$n` placeholders, never from input
+/// (values always go through bind parameters).
+pub(crate) fn trusted_sql(text: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(text)
+}
+
+/// Current time as Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

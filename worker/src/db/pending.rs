@@ -1,0 +1,426 @@
+//! Upload sessions: starting, signing checks, committing, multipart bookkeeping.
+//!
+//! Every transaction here that relies on objects being present holds PostgreSQL's GC
+//! advisory lock in shared mode and row-locks those objects in key order, then stamps
+//! them with the current GC epoch and clears any GC mark. See docs/gc.md for why that
+//! is enough for the collector never to delete what a push relies on.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{trusted_sql, Backend, Db, DbError, QueryContext};
+
+/// Advisory lock id shared by pushes (shared) and the GC epoch switch (exclusive).
+pub const GC_LOCK_ID: i64 = 0x6c61_7264_6572_6763; // "lardergc"
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+const CHUNK: usize = 500;
+
+/// One object of a closure as the client declared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosureObject {
+    /// Object key (already validated).
+    pub key: String,
+    /// Object kind code (see `upload::kind_code`).
+    pub kind: i64,
+    /// Keys this object references.
+    pub refs: Vec<String>,
+    /// Uncompressed NAR size, for NARs.
+    pub nar_size: Option<i64>,
+    /// Size of the stored file, when the client declared it.
+    pub file_size: Option<i64>,
+    /// `sha256:<base32>` of the stored file, when the client declared it.
+    pub file_hash: Option<String>,
+}
+
+/// What starting an upload session decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Session id.
+    pub id: i64,
+    /// Start time (Unix ms).
+    pub started_at: i64,
+    /// Keys the client must upload (absent, or marked by GC and so not to be trusted).
+    pub needs_upload: Vec<String>,
+}
+
+/// A pending object as stored, for signing and committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingObject {
+    /// Object key.
+    pub key: String,
+    /// Object kind code.
+    pub kind: i64,
+    /// Whether the client had to upload it.
+    pub needs_upload: bool,
+}
+
+async fn begin_push(db: &Db) -> Result<(Transaction<'static, Any>, i64), DbError> {
+    let mut tx = db
+        .pool()
+        .begin()
+        .await
+        .context("begin a push transaction")?;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(GC_LOCK_ID)
+            .execute(&mut *tx)
+            .await
+            .context("take the shared GC lock")?;
+    } else {
+        // The first write takes SQLite's write lock, so nothing below can interleave
+        // with another writer (deferred transactions would risk SQLITE_BUSY later).
+        sqlx::query("UPDATE meta SET value = value WHERE name = 'gc_epoch'")
+            .execute(&mut *tx)
+            .await
+            .context("take the SQLite write lock")?;
+    }
+    let epoch: i64 = sqlx::query("SELECT value FROM meta WHERE name = 'gc_epoch'")
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .context("read the GC epoch")?;
+    Ok((tx, epoch))
+}
+
+/// `$first, $first+1, …` for `n` parameters.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Locks the present objects among `sorted_keys`, stamps them as relied on, and returns
+/// which were present and not marked by GC.
+async fn touch_present(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    sorted_keys: &[&str],
+    epoch: i64,
+    now: i64,
+) -> Result<std::collections::HashSet<String>, DbError> {
+    let mut trusted = std::collections::HashSet::new();
+    for chunk in sorted_keys.chunks(CHUNK) {
+        let lock = if backend == Backend::Postgres {
+            " ORDER BY key FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT key, marked_epoch FROM objects WHERE key IN ({}){lock}",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(trusted_sql(sql));
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        let rows: Vec<AnyRow> = query
+            .fetch_all(&mut **tx)
+            .await
+            .context("find present objects")?;
+        for row in rows {
+            let key: String = row.try_get(0).context("decode object key")?;
+            let marked: Option<i64> = row.try_get(1).context("decode object mark")?;
+            if marked.is_none() {
+                trusted.insert(key);
+            }
+        }
+        let sql = format!(
+            "UPDATE objects SET touched_at = $1, touched_epoch = $2, marked_epoch = NULL, \
+             marked_at = NULL WHERE key IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut query = sqlx::query(trusted_sql(sql)).bind(now).bind(epoch);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .context("stamp present objects")?;
+    }
+    Ok(trusted)
+}
+
+/// Starts an upload session for `closure_key` with every object of the closure.
+pub async fn start(
+    db: &Db,
+    closure_key: &str,
+    objects: &[ClosureObject],
+    now: i64,
+) -> Result<Started, DbError> {
+    let (mut tx, epoch) = begin_push(db).await?;
+    let id: i64 = sqlx::query(
+        "INSERT INTO pending_closures (closure_key, started_at, epoch) VALUES ($1, $2, $3) \
+         RETURNING id",
+    )
+    .bind(closure_key)
+    .bind(now)
+    .bind(epoch)
+    .fetch_one(&mut *tx)
+    .await
+    .and_then(|row| row.try_get(0))
+    .context("create the pending closure")?;
+
+    let mut sorted: Vec<&ClosureObject> = objects.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.dedup_by(|a, b| a.key == b.key);
+    let keys: Vec<&str> = sorted.iter().map(|o| o.key.as_str()).collect();
+    let trusted = touch_present(&mut tx, db.backend(), &keys, epoch, now).await?;
+
+    let mut needs_upload = Vec::new();
+    for chunk in sorted.chunks(CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO pending_objects (pending_id, key, kind, refs, nar_size, file_size, \
+             file_hash, needs_upload) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(trusted_sql(sql));
+        for object in chunk {
+            let upload = !trusted.contains(&object.key);
+            if upload {
+                needs_upload.push(object.key.clone());
+            }
+            let refs = serde_json::to_string(&object.refs).unwrap_or_else(|_| "[]".into());
+            query = query
+                .bind(id)
+                .bind(object.key.clone())
+                .bind(object.kind)
+                .bind(refs)
+                .bind(object.nar_size)
+                .bind(object.file_size)
+                .bind(object.file_hash.clone())
+                .bind(i64::from(upload));
+        }
+        query
+            .execute(&mut *tx)
+            .await
+            .context("record pending objects")?;
+    }
+    tx.commit().await.context("commit the pending closure")?;
+    Ok(Started {
+        id,
+        started_at: now,
+        needs_upload,
+    })
+}
+
+/// Every pending object of session `id`, sorted by key; `None` when there is no such session.
+pub async fn objects(db: &Db, id: i64) -> Result<Option<Vec<PendingObject>>, DbError> {
+    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+        .context("look up the pending closure")?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT key, kind, needs_upload FROM pending_objects WHERE pending_id = $1 ORDER BY key",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await
+    .context("list pending objects")?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingObject {
+                key: row.try_get(0)?,
+                kind: row.try_get(1)?,
+                needs_upload: row.try_get::<i64, _>(2)? != 0,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .context("decode pending objects")
+        .map(Some)
+}
+
+/// Commits session `id`: its objects and references become permanent and its closure a
+/// GC root. Returns false when the session does not exist (already committed or cleaned).
+pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
+    let (mut tx, epoch) = begin_push(db).await?;
+    let lock = if db.backend() == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let closure: Option<String> = sqlx::query(trusted_sql(format!(
+        "SELECT closure_key FROM pending_closures WHERE id = $1{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("look up the pending closure")?
+    .map(|row| row.try_get(0))
+    .transpose()
+    .context("decode closure key")?;
+    let Some(closure) = closure else {
+        return Ok(false);
+    };
+    let rows = sqlx::query(
+        "SELECT key, kind, refs, nar_size, file_size, file_hash FROM pending_objects \
+         WHERE pending_id = $1 ORDER BY key",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .context("read pending objects")?;
+    let mut objects = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let refs: String = row.try_get(2).context("decode refs")?;
+        objects.push(ClosureObject {
+            key: row.try_get(0).context("decode key")?,
+            kind: row.try_get(1).context("decode kind")?,
+            refs: serde_json::from_str(&refs).unwrap_or_default(),
+            nar_size: row.try_get(3).context("decode nar_size")?,
+            file_size: row.try_get(4).context("decode file_size")?,
+            file_hash: row.try_get(5).context("decode file_hash")?,
+        });
+    }
+    for chunk in objects.chunks(CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO objects (key, kind, nar_size, file_size, file_hash, created_at, \
+             touched_at, touched_epoch) VALUES {} ON CONFLICT (key) DO UPDATE SET \
+             touched_at = excluded.touched_at, touched_epoch = excluded.touched_epoch, \
+             marked_epoch = NULL, marked_at = NULL, \
+             nar_size = COALESCE(excluded.nar_size, objects.nar_size), \
+             file_size = COALESCE(excluded.file_size, objects.file_size), \
+             file_hash = COALESCE(excluded.file_hash, objects.file_hash)",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(trusted_sql(sql));
+        for o in chunk {
+            query = query
+                .bind(o.key.clone())
+                .bind(o.kind)
+                .bind(o.nar_size)
+                .bind(o.file_size)
+                .bind(o.file_hash.clone())
+                .bind(now)
+                .bind(now)
+                .bind(epoch);
+        }
+        query.execute(&mut *tx).await.context("commit objects")?;
+    }
+    let edges: Vec<(&str, &str)> = objects
+        .iter()
+        .flat_map(|o| o.refs.iter().map(move |r| (o.key.as_str(), r.as_str())))
+        .collect();
+    for chunk in edges.chunks(CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 2, 2)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO refs (from_key, to_key) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(trusted_sql(sql));
+        for (from, to) in chunk {
+            query = query.bind(*from).bind(*to);
+        }
+        query.execute(&mut *tx).await.context("commit references")?;
+    }
+    sqlx::query(
+        "INSERT INTO closures (key, created_at, updated_at) VALUES ($1, $2, $2) \
+         ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+    )
+    .bind(&closure)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .context("record the closure root")?;
+    sqlx::query("DELETE FROM pending_closures WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .context("remove the pending closure")?;
+    tx.commit().await.context("commit the closure")?;
+    Ok(true)
+}
+
+/// Records an open multipart upload of `key` for session `pending_id`.
+pub async fn add_multipart(
+    db: &Db,
+    upload_id: &str,
+    key: &str,
+    pending_id: i64,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO multipart_uploads (upload_id, key, pending_id, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(upload_id)
+    .bind(key)
+    .bind(pending_id)
+    .bind(now)
+    .execute(db.pool())
+    .await
+    .context("record a multipart upload")?;
+    Ok(())
+}
+
+/// Whether `upload_id` is an open multipart upload of `key`.
+pub async fn multipart_exists(db: &Db, upload_id: &str, key: &str) -> Result<bool, DbError> {
+    let row = sqlx::query("SELECT 1 FROM multipart_uploads WHERE upload_id = $1 AND key = $2")
+        .bind(upload_id)
+        .bind(key)
+        .fetch_optional(db.pool())
+        .await
+        .context("look up a multipart upload")?;
+    Ok(row.is_some())
+}
+
+/// Forgets every open multipart upload of `key`, returning their ids (the caller aborts
+/// the others in storage after completing one).
+pub async fn take_multiparts_of_key(db: &Db, key: &str) -> Result<Vec<String>, DbError> {
+    let rows = sqlx::query("DELETE FROM multipart_uploads WHERE key = $1 RETURNING upload_id")
+        .bind(key)
+        .fetch_all(db.pool())
+        .await
+        .context("remove multipart uploads")?;
+    rows.iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .context("decode upload ids")
+}
+
+/// Deletes sessions started before `cutoff` (Unix ms), returning their open multipart
+/// uploads as (key, upload_id) for the caller to abort, and how many sessions went.
+pub async fn delete_started_before(
+    db: &Db,
+    cutoff: i64,
+) -> Result<(u64, Vec<(String, String)>), DbError> {
+    let mut tx = db
+        .pool()
+        .begin()
+        .await
+        .context("begin stale session cleanup")?;
+    let uploads = sqlx::query(
+        "SELECT m.key, m.upload_id FROM multipart_uploads m \
+         JOIN pending_closures p ON p.id = m.pending_id WHERE p.started_at < $1",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await
+    .context("find stale multipart uploads")?
+    .iter()
+    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+    .collect::<Result<Vec<_>, sqlx::Error>>()
+    .context("decode stale multipart uploads")?;
+    let deleted = sqlx::query("DELETE FROM pending_closures WHERE started_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .context("delete stale sessions")?
+        .rows_affected();
+    tx.commit().await.context("commit stale session cleanup")?;
+    Ok((deleted, uploads))
+}

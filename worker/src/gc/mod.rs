@@ -1,0 +1,140 @@
+//! Garbage collection runs: stale sessions, root expiry, mark, sweep. See docs/gc.md.
+
+pub mod lock;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::db::{self, now_ms, Db, DbError};
+use crate::storage::{Storage, StorageError};
+
+/// Keys per sweep batch: one S3 `DeleteObjects` call.
+const SWEEP_BATCH: i64 = 1000;
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Roots last pushed longer ago than this expire (pins never do).
+    pub older_than: Duration,
+    /// Upload sessions started longer ago than this are abandoned and cleaned.
+    pub failed_uploads_older_than: Duration,
+    /// Objects stay marked this long before the sweep deletes them.
+    pub grace: Duration,
+    /// Count what would happen; change nothing.
+    pub dry_run: bool,
+}
+
+/// The outcome of a run, printed as one JSON line.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GcSummary {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// Abandoned upload sessions removed.
+    pub stale_sessions: u64,
+    /// Roots expired (or that would be).
+    pub roots_expired: u64,
+    /// Objects found unreachable in this run.
+    pub objects_marked: u64,
+    /// Their size in bytes.
+    pub bytes_marked: i64,
+    /// Objects deleted from the bucket and the database.
+    pub objects_deleted: u64,
+    /// Bytes those objects held.
+    pub bytes_deleted: i64,
+    /// Objects the bucket refused to delete (kept; retried next run).
+    pub failures: u64,
+    /// Wall time of the run in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("another garbage collection is running (the run lock is held)")]
+    Busy,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Runs one collection, exclusive across every worker sharing the database.
+pub async fn run(db: &Db, storage: &Storage, options: &GcOptions) -> Result<GcSummary, GcError> {
+    let lock = lock::RunLock::acquire(db).await?.ok_or(GcError::Busy)?;
+    let result = run_locked(db, storage, options).await;
+    lock.release().await?;
+    result
+}
+
+async fn run_locked(db: &Db, storage: &Storage, options: &GcOptions) -> Result<GcSummary, GcError> {
+    let started = Instant::now();
+    let now = now_ms();
+    let mut summary = GcSummary {
+        dry_run: options.dry_run,
+        ..GcSummary::default()
+    };
+    if !options.dry_run {
+        let cutoff = now - ms(options.failed_uploads_older_than);
+        let (sessions, uploads) = db::pending::delete_started_before(db, cutoff).await?;
+        summary.stale_sessions = sessions;
+        for (key, upload_id) in uploads {
+            storage.abort_multipart(&key, &upload_id).await?;
+        }
+    }
+    let root_cutoff = now - ms(options.older_than);
+    summary.roots_expired = db::gc::expire_roots(db, root_cutoff, options.dry_run).await?;
+    let epoch = if options.dry_run {
+        i64::MAX
+    } else {
+        db::gc::next_epoch(db).await?
+    };
+    let (marked, bytes) = db::gc::mark(db, epoch, root_cutoff, now, options.dry_run).await?;
+    summary.objects_marked = marked;
+    summary.bytes_marked = bytes;
+    if !options.dry_run {
+        sweep(db, storage, now - ms(options.grace), &mut summary).await?;
+    }
+    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(summary)
+}
+
+/// Deletes marked objects past grace, batch by batch, bytes before rows.
+async fn sweep(
+    db: &Db,
+    storage: &Storage,
+    cutoff: i64,
+    summary: &mut GcSummary,
+) -> Result<(), GcError> {
+    let mut after = String::new();
+    loop {
+        let keys = db::gc::sweep_candidates(db, cutoff, &after, SWEEP_BATCH).await?;
+        let Some(last) = keys.last() else {
+            return Ok(());
+        };
+        after = last.clone();
+        let batch = db::gc::begin_sweep(db, &keys, cutoff).await?;
+        let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
+        let failed = storage.delete_many(&doomed).await?;
+        let failed: std::collections::HashSet<&str> =
+            failed.iter().map(|f| f.key.as_str()).collect();
+        let deleted: Vec<String> = doomed
+            .iter()
+            .filter(|k| !failed.contains(k.as_str()))
+            .cloned()
+            .collect();
+        summary.failures += failed.len() as u64;
+        summary.objects_deleted += deleted.len() as u64;
+        summary.bytes_deleted += batch
+            .doomed
+            .iter()
+            .filter(|d| !failed.contains(d.key.as_str()))
+            .map(|d| d.size)
+            .sum::<i64>();
+        batch.commit(&deleted).await?;
+    }
+}

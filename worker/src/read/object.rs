@@ -1,0 +1,189 @@
+//! Objects of the cache: narinfos, NARs, listings, logs, realisations.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures::TryStreamExt;
+
+use crate::auth::Scope;
+use crate::nix::{ObjectKey, ObjectType};
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use crate::storage::{ByteRange, GetObject, StorageError};
+
+use super::headers::{conditions, http_date, read_authorization, set};
+
+/// Largest narinfo the proxy decompresses (real ones are a few KiB).
+const MAX_NARINFO: usize = 1 << 20;
+/// How long a redirected NAR URL stays valid.
+const REDIRECT_TTL: Duration = Duration::from_secs(3600);
+
+fn cache_control(kind: ObjectType) -> &'static str {
+    match kind {
+        // Named by content hash: never changes.
+        ObjectType::Nar => "public, max-age=31536000, immutable",
+        // A re-push may add signatures or FileHash; keep it short.
+        ObjectType::Narinfo | ObjectType::Realisation => "public, max-age=300",
+        ObjectType::Listing | ObjectType::BuildLog => "public, max-age=3600",
+    }
+}
+
+fn content_type(kind: ObjectType) -> &'static str {
+    match kind {
+        ObjectType::Narinfo => "text/x-nix-narinfo",
+        ObjectType::Nar => "application/x-nix-nar",
+        ObjectType::Listing | ObjectType::Realisation => "application/json",
+        ObjectType::BuildLog => "text/plain; charset=utf-8",
+    }
+}
+
+/// `GET`/`HEAD` of any object key.
+pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Ok(StatusCode::METHOD_NOT_ALLOWED.into_response());
+    }
+    let headers = request.headers();
+    if state.read_options().require_auth {
+        state.authorize(&read_authorization(headers), Scope::Read)?;
+    }
+    let raw = request.uri().path().trim_start_matches('/');
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let key = ObjectKey::parse(&decoded)
+        .map_err(|_| ApiError::NotFound(format!("no such object: {}", crate::nix::preview(raw))))?;
+    let kind = key.object_type();
+
+    if kind == ObjectType::Nar && state.read_options().redirect_nars {
+        if let Some(url) = state
+            .storage()
+            .presign_get(key.as_str(), REDIRECT_TTL)
+            .await?
+        {
+            return Ok(Redirect::temporary(&url).into_response());
+        }
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        // A narinfo is rewritten on the way (decompressed), so ranges of it are not served.
+        Some(value) if kind != ObjectType::Narinfo => {
+            Some(ByteRange::parse(value).map_err(|e| ApiError::BadRequest(format!("Range: {e}")))?)
+        }
+        _ => None,
+    };
+    let object = match state
+        .storage()
+        .get(key.as_str(), range, &conditions(headers))
+        .await
+    {
+        Ok(object) => object,
+        Err(StorageError::NotModified { .. }) => return Ok(not_modified(kind)),
+        Err(StorageError::NotFound { .. }) => {
+            let mut response = (StatusCode::NOT_FOUND, "not in this cache\n").into_response();
+            // Short negative caching: a push may add it any moment.
+            set(
+                response.headers_mut(),
+                header::CACHE_CONTROL,
+                "public, max-age=10",
+            );
+            return Ok(response);
+        }
+        Err(StorageError::InvalidRange { size, .. }) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Some(size) = size {
+                set(
+                    response.headers_mut(),
+                    header::CONTENT_RANGE,
+                    &format!("bytes */{size}"),
+                );
+            }
+            return Ok(response);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if kind == ObjectType::Narinfo && object.content_encoding.as_deref() == Some("zstd") {
+        return decompressed_narinfo(object).await;
+    }
+    Ok(stream(kind, object))
+}
+
+fn not_modified(kind: ObjectType) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    set(
+        response.headers_mut(),
+        header::CACHE_CONTROL,
+        cache_control(kind),
+    );
+    response
+}
+
+fn common_headers(h: &mut HeaderMap, kind: ObjectType, object: &GetObject) {
+    set(h, header::CONTENT_TYPE, content_type(kind));
+    set(h, header::CACHE_CONTROL, cache_control(kind));
+    if let Some(etag) = &object.etag {
+        set(h, header::ETAG, etag);
+    }
+    if let Some(modified) = object.last_modified {
+        set(h, header::LAST_MODIFIED, &http_date(modified));
+    }
+}
+
+fn stream(kind: ObjectType, object: GetObject) -> Response {
+    let status = if object.content_range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut headers = HeaderMap::new();
+    common_headers(&mut headers, kind, &object);
+    set(&mut headers, header::ACCEPT_RANGES, "bytes");
+    set(
+        &mut headers,
+        header::CONTENT_LENGTH,
+        &object.size.to_string(),
+    );
+    if let Some(range) = &object.content_range {
+        set(&mut headers, header::CONTENT_RANGE, &range.to_string());
+    }
+    if let Some(encoding) = &object.content_encoding {
+        set(&mut headers, header::CONTENT_ENCODING, encoding);
+    }
+    let body = Body::from_stream(object.body.map_err(std::io::Error::other));
+    (status, headers, body).into_response()
+}
+
+/// niks3 stores narinfos zstd-compressed; Nix wants them plain.
+async fn decompressed_narinfo(object: GetObject) -> Result<Response, ApiError> {
+    let mut headers = HeaderMap::new();
+    common_headers(&mut headers, ObjectType::Narinfo, &object);
+    let compressed: Vec<u8> = object
+        .body
+        .try_fold(Vec::new(), |mut acc, chunk| async move {
+            acc.extend_from_slice(&chunk);
+            Ok(acc)
+        })
+        .await?;
+    if compressed.len() > MAX_NARINFO {
+        return Err(ApiError::Internal(
+            "stored narinfo is implausibly large".into(),
+        ));
+    }
+    let plain = decompress_bounded(&compressed, MAX_NARINFO)
+        .map_err(|e| ApiError::Internal(format!("stored narinfo does not decompress: {e}")))?;
+    Ok((StatusCode::OK, headers, plain).into_response())
+}
+
+/// zstd-decompresses at most `max` bytes; more is an error, so a bomb cannot blow up memory.
+fn decompress_bounded(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(data)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)?;
+    if out.len() > max {
+        return Err(std::io::Error::other(format!(
+            "decompresses past {max} bytes"
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,67 @@
+//! The HTTP server: upload API, read proxy, health and metrics on one listener.
+
+pub mod error;
+pub mod metrics;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+
+use crate::storage::Storage;
+
+use state::AppState;
+
+/// Largest JSON body accepted (a 200,000-object closure fits; bigger answers 413).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Every route of a worker.
+pub fn router(state: AppState) -> Router {
+    let metrics = metrics::Metrics::new();
+    let mut app = Router::new()
+        .route("/health", get(|| async { "OK\n" }))
+        .route("/metrics", get(metrics::serve))
+        .merge(crate::upload::router())
+        .merge(crate::read::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state.clone());
+    if let Storage::Dir(store) = state.storage() {
+        // The local directory's "presigned" URLs point back at the worker.
+        app = app.nest("/_storage", crate::storage::upload_router(store.clone()));
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        metrics,
+        metrics::track,
+    ))
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,105 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+
+use crate::auth::{Scope, Tokens};
+use crate::db::Db;
+use crate::nix::SecretKey;
+use crate::storage::Storage;
+
+use super::error::ApiError;
+
+/// Read proxy settings.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Require a token with the `read` scope (Nix sends it from netrc).
+    pub require_auth: bool,
+    /// Answer NAR reads with a 307 to a presigned GET instead of streaming them.
+    pub redirect_nars: bool,
+    /// `Priority` in nix-cache-info.
+    pub priority: u32,
+}
+
+/// Shared state of one worker.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    storage: Storage,
+    keys: Vec<SecretKey>,
+    tokens: Tokens,
+    public_url: String,
+    presign_ttl: Duration,
+    read: ReadOptions,
+}
+
+impl AppState {
+    /// Bundles what the handlers need.
+    pub fn new(
+        db: Db,
+        storage: Storage,
+        keys: Vec<SecretKey>,
+        tokens: Tokens,
+        public_url: String,
+        read: ReadOptions,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                db,
+                storage,
+                keys,
+                tokens,
+                public_url: public_url.trim_end_matches('/').to_string(),
+                // niks3 clients expect 5 hours: long NAR uploads on slow links.
+                presign_ttl: Duration::from_secs(5 * 3600),
+                read,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The object store.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// Signing keys (the first one's public key is the one to advertise first).
+    pub fn keys(&self) -> &[SecretKey] {
+        &self.inner.keys
+    }
+
+    /// URL clients substitute from, without a trailing slash.
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// How long presigned URLs live.
+    pub fn presign_ttl(&self) -> Duration {
+        self.inner.presign_ttl
+    }
+
+    /// Read proxy settings.
+    pub fn read_options(&self) -> &ReadOptions {
+        &self.inner.read
+    }
+
+    /// Checks the request's bearer token for `scope`.
+    pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.inner.tokens.authorize(header, scope)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,412 @@
+//! HTTP handlers of the upload API. Decisions live in `plan` and `db::pending`;
+//! these glue requests to them and to storage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, head, post};
+use axum::{Json, Router};
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+
+use crate::auth::Scope;
+use crate::db::{now_ms, pending};
+use crate::nix::{NixHash, ObjectKey, ObjectType, StorePath};
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use crate::storage::{CompletedPart, PutPresign};
+
+use super::plan::{self, UploadPlan};
+use super::wire::*;
+
+/// Version of the API Larder speaks (niks3's, plus additive fields).
+pub const API_VERSION: u32 = 1;
+/// Storage calls made at once while preparing or checking a closure.
+const STORAGE_CONCURRENCY: usize = 32;
+
+/// Routes of the write API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/cache-config", get(cache_config))
+        .route("/api/pending_closures", post(start).delete(cleanup))
+        .route("/api/pending_closures/{id}/sign", post(sign))
+        .route("/api/pending_closures/{id}/complete", post(complete))
+        .route("/api/multipart/request-parts", post(request_parts))
+        .route("/api/multipart/complete", post(complete_multipart))
+        .route("/api/objects/{*key}", head(head_object))
+}
+
+/// Parses a JSON body, answering 400 with serde's message when it is malformed.
+fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+}
+
+/// Session ids are decimal; anything else names no session.
+fn session_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no pending closure {}", crate::nix::preview(raw))))
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn cache_config(State(state): State<AppState>) -> Json<CacheConfig> {
+    Json(CacheConfig {
+        substituter_url: state.public_url().to_string(),
+        public_keys: state
+            .keys()
+            .iter()
+            .map(|k| k.public_key().to_string())
+            .collect(),
+        api_version: API_VERSION,
+        features: vec!["file_hash".into(), "checksum_headers".into()],
+    })
+}
+
+async fn start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PendingClosureResponse>, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    let request: PendingClosureRequest = json(&body)?;
+    let objects = plan::closure_objects(&request)?;
+    let started = pending::start(state.db(), &request.closure, &objects, now_ms()).await?;
+
+    let kinds: BTreeMap<&str, (ObjectType, Option<u64>)> = request
+        .objects
+        .iter()
+        .map(|o| (o.key.as_str(), (o.kind, o.nar_size)))
+        .collect();
+    let checksums: BTreeMap<&str, &Option<String>> = objects
+        .iter()
+        .map(|o| (o.key.as_str(), &o.file_hash))
+        .collect();
+    let prepared: Vec<(String, PendingObject)> = futures::stream::iter(&started.needs_upload)
+        .map(|key| {
+            let (kind, nar_size) = kinds
+                .get(key.as_str())
+                .copied()
+                .unwrap_or((ObjectType::Nar, None));
+            let checksum = checksums.get(key.as_str()).and_then(|h| h.as_deref());
+            prepare_upload(&state, started.id, key, kind, nar_size, checksum)
+        })
+        .buffer_unordered(STORAGE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(Json(PendingClosureResponse {
+        id: started.id.to_string(),
+        started_at: rfc3339(started.started_at),
+        pending_objects: prepared.into_iter().collect(),
+    }))
+}
+
+/// Presigns the upload of one object (single PUT or a new multipart upload).
+async fn prepare_upload(
+    state: &AppState,
+    pending_id: i64,
+    key: &str,
+    kind: ObjectType,
+    nar_size: Option<u64>,
+    file_hash: Option<&str>,
+) -> Result<(String, PendingObject), ApiError> {
+    let ttl = state.presign_ttl();
+    let object = match plan::upload_plan(kind, nar_size) {
+        UploadPlan::Single => {
+            let checksum = file_hash
+                .map(NixHash::parse)
+                .transpose()
+                .map_err(|e| ApiError::BadRequest(format!("{key}: {e}")))?
+                .map(|h| *h.digest());
+            let presigned = state
+                .storage()
+                .presign_put(
+                    key,
+                    ttl,
+                    &PutPresign {
+                        checksum_sha256: checksum,
+                        ..PutPresign::default()
+                    },
+                )
+                .await?;
+            PendingObject {
+                kind,
+                presigned_url: Some(presigned.url),
+                multipart_info: None,
+                headers: presigned.headers.into_iter().collect(),
+            }
+        }
+        UploadPlan::Multipart { initial_parts } => {
+            let upload_id = state.storage().create_multipart(key).await?;
+            pending::add_multipart(state.db(), &upload_id, key, pending_id, now_ms()).await?;
+            let part_urls = presign_parts(state, key, &upload_id, 1..=initial_parts, ttl).await?;
+            PendingObject {
+                kind,
+                presigned_url: None,
+                multipart_info: Some(MultipartInfo {
+                    upload_id,
+                    part_urls,
+                }),
+                headers: BTreeMap::new(),
+            }
+        }
+    };
+    Ok((key.to_string(), object))
+}
+
+async fn presign_parts(
+    state: &AppState,
+    key: &str,
+    upload_id: &str,
+    parts: std::ops::RangeInclusive<i64>,
+    ttl: Duration,
+) -> Result<Vec<String>, ApiError> {
+    let mut urls = Vec::new();
+    for part in parts {
+        let number = u32::try_from(part)
+            .map_err(|_| ApiError::BadRequest(format!("part number {part} out of range")))?;
+        urls.push(
+            state
+                .storage()
+                .presign_part(key, upload_id, number, ttl)
+                .await?,
+        );
+    }
+    Ok(urls)
+}
+
+async fn sign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SignResponse>, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    let id = session_id(&id)?;
+    let request: SignRequest = json(&body)?;
+    let objects = pending::objects(state.db(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pending closure {id}")))?;
+    let narinfo_kind = plan::kind_code(ObjectType::Narinfo);
+    let mut signatures = BTreeMap::new();
+    for (key, fields) in &request.narinfos {
+        let pending = objects.binary_search_by(|o| o.key.as_str().cmp(key)).ok();
+        if !pending.is_some_and(|i| objects[i].kind == narinfo_kind) {
+            return Err(ApiError::Forbidden(format!(
+                "{} is not a pending narinfo of closure {id}",
+                crate::nix::preview(key)
+            )));
+        }
+        let fingerprint = fingerprint(key, fields)?;
+        let sigs = state
+            .keys()
+            .iter()
+            .map(|k| k.sign(&fingerprint).to_string())
+            .collect();
+        signatures.insert(key.clone(), sigs);
+    }
+    Ok(Json(SignResponse { signatures }))
+}
+
+/// The fingerprint of a narinfo, after checking it describes the path its key names.
+fn fingerprint(key: &str, fields: &NarinfoFields) -> Result<String, ApiError> {
+    let bad = |what: String| ApiError::BadRequest(format!("{}: {what}", crate::nix::preview(key)));
+    let path = StorePath::parse(&fields.store_path).map_err(|e| bad(e.to_string()))?;
+    if key != format!("{}.narinfo", path.hash_part()) {
+        return Err(ApiError::Forbidden(format!(
+            "{} does not describe {}",
+            crate::nix::preview(key),
+            path
+        )));
+    }
+    let nar_hash = NixHash::parse(&fields.nar_hash).map_err(|e| bad(format!("nar_hash: {e}")))?;
+    let references = fields
+        .references
+        .iter()
+        .map(|r| StorePath::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("references: {e}")))?;
+    Ok(crate::nix::signature::fingerprint(
+        &path,
+        &nar_hash,
+        fields.nar_size,
+        &references,
+    ))
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    let id = session_id(&id)?;
+    let objects = pending::objects(state.db(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pending closure {id}")))?;
+    // Commit nothing the bucket lacks: a root must never point at a missing object.
+    let storage = state.storage();
+    let missing: Vec<String> = futures::stream::iter(objects.iter().filter(|o| o.needs_upload))
+        .map(|o| async move {
+            let meta = storage.head(&o.key).await?;
+            Ok::<_, ApiError>(meta.is_none().then(|| o.key.clone()))
+        })
+        .buffer_unordered(STORAGE_CONCURRENCY)
+        .try_filter_map(|k| async move { Ok(k) })
+        .try_collect()
+        .await?;
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(5).map(String::as_str).collect();
+        return Err(ApiError::BadRequest(format!(
+            "{} object(s) were not uploaded, e.g. {}",
+            missing.len(),
+            shown.join(", ")
+        )));
+    }
+    if !pending::complete(state.db(), id, now_ms()).await? {
+        return Err(ApiError::NotFound(format!("no pending closure {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CleanupQuery {
+    #[serde(rename = "older-than")]
+    older_than: Option<String>,
+}
+
+/// Parses a Go-style duration (`1h`, `30m`, `720h`, `1h30m`).
+pub fn parse_duration(raw: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(raw).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "invalid duration {}: {e}",
+            crate::nix::preview(raw)
+        ))
+    })
+}
+
+async fn cleanup(
+    State(state): State<AppState>,
+    Query(query): Query<CleanupQuery>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.authorize(&headers, Scope::Admin)?;
+    let older_than = parse_duration(query.older_than.as_deref().unwrap_or("1h"))?;
+    let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
+    let (_, uploads) = pending::delete_started_before(state.db(), cutoff).await?;
+    for (key, upload_id) in uploads {
+        state.storage().abort_multipart(&key, &upload_id).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn nar_key(raw: &str) -> Result<(), ApiError> {
+    ObjectKey::parse_as(raw, ObjectType::Nar)
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn request_parts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RequestPartsResponse>, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    let request: RequestPartsRequest = json(&body)?;
+    nar_key(&request.object_key)?;
+    if !pending::multipart_exists(state.db(), &request.upload_id, &request.object_key).await? {
+        return Err(ApiError::NotFound(format!(
+            "no open multipart upload {} of {}",
+            crate::nix::preview(&request.upload_id),
+            request.object_key
+        )));
+    }
+    let range = plan::part_range(request.start_part_number, request.num_parts)?;
+    let start = *range.start();
+    let part_urls = presign_parts(
+        &state,
+        &request.object_key,
+        &request.upload_id,
+        range,
+        state.presign_ttl(),
+    )
+    .await?;
+    Ok(Json(RequestPartsResponse {
+        part_urls,
+        start_part_number: start,
+    }))
+}
+
+async fn complete_multipart(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    let request: CompleteMultipartRequest = json(&body)?;
+    nar_key(&request.object_key)?;
+    if !pending::multipart_exists(state.db(), &request.upload_id, &request.object_key).await? {
+        return Err(ApiError::NotFound(format!(
+            "no open multipart upload {} of {}",
+            crate::nix::preview(&request.upload_id),
+            request.object_key
+        )));
+    }
+    let mut parts = request
+        .parts
+        .iter()
+        .map(|p| {
+            let number = u32::try_from(p.part_number)
+                .ok()
+                .filter(|n| (1..=crate::storage::MAX_PART_NUMBER).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("part number {} out of range", p.part_number))
+                })?;
+            Ok(CompletedPart {
+                part_number: number,
+                etag: p.etag.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    if parts.is_empty() {
+        return Err(ApiError::BadRequest("no parts to complete".into()));
+    }
+    parts.sort_by_key(|p| p.part_number);
+    state
+        .storage()
+        .complete_multipart(&request.object_key, &request.upload_id, &parts)
+        .await?;
+    // The object is whole: other uploads of the same key are now pointless.
+    for other in pending::take_multiparts_of_key(state.db(), &request.object_key).await? {
+        if other != request.upload_id {
+            state
+                .storage()
+                .abort_multipart(&request.object_key, &other)
+                .await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn head_object(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.authorize(&headers, Scope::Push)?;
+    ObjectKey::parse(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match state.storage().head(&key).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::NotFound(format!("{key} is not in the cache"))),
+    }
+}

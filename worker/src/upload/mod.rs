@@ -1,0 +1,7 @@
+//! Upload sessions, the niks3 write API: pending closures, multipart, sign, commit.
+
+pub mod handlers;
+pub mod plan;
+pub mod wire;
+
+pub use handlers::router;
