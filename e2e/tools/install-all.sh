@@ -39,3 +39,21 @@ step "postgresql server" pg_bin
 
 garage() { LARDER_GARAGE="$("$tools/install-garage.sh")"; export LARDER_GARAGE; }
 step "garage $GARAGE_VERSION" garage
+
+export PATH="$PATH:/usr/local/go/bin"
+kubernetes() {
+  local out; out="$("$tools/install-kubernetes.sh")"
+  LARDER_ETCD="$(sed -n 1p <<<"$out")"
+  LARDER_KUBE_APISERVER="$(sed -n 2p <<<"$out")"
+  LARDER_KUBE_CONTROLLER_MANAGER="$(sed -n 3p <<<"$out")"
+  export LARDER_ETCD LARDER_KUBE_APISERVER LARDER_KUBE_CONTROLLER_MANAGER
+}
+step "kubernetes $KUBERNETES_VERSION (etcd $ETCD_VERSION)" kubernetes
+
+niks3() {
+  local out; out="$("$tools/install-niks3.sh")"
+  LARDER_NIKS3="$(sed -n 1p <<<"$out")"
+  LARDER_NIKS3_SERVER="$(sed -n 2p <<<"$out")"
+  export LARDER_NIKS3 LARDER_NIKS3_SERVER
+}
+step "niks3 $NIKS3_VERSION" niks3
