@@ -1,5 +1,6 @@
 // Needs `larder serve` from the data-plane work in progress; enabled with the feature.
 #![cfg(feature = "lead-wip")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 //! The upload API and read proxy over raw HTTP, on PostgreSQL + Garage: bad input is
 //! refused with the right status and changes nothing; ranges, 304 and redirects work.

@@ -1,4 +1,5 @@
 //! Garage as the S3 server: a bucket and key per test, presigned PUTs with checksums.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::time::Duration;
 

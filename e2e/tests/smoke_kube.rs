@@ -1,5 +1,6 @@
 //! The real Kubernetes control plane: objects round-trip, the garbage collector
 //! follows owner references, and RBAC refuses an identity without rights.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! The real Nix client builds salted closures that no other test shares.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use larder_e2e::nix::{Nix, PathSpec};
 

@@ -1,4 +1,5 @@
 //! PostgreSQL from Debian's packages: a throwaway cluster, one database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use sqlx::{Connection, PgConnection, Row};
 

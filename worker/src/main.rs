@@ -1,5 +1,6 @@
 //! The `larder` command.
 
+#[cfg(feature = "lead-wip")]
 use clap::Parser;
 
 #[cfg(feature = "lead-wip")]

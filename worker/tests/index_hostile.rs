@@ -1,4 +1,5 @@
 //! Hostile input for every index decoder: errors, never panics or hangs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::time::{Duration, Instant};
 

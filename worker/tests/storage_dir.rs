@@ -1,5 +1,6 @@
 //! The local-directory backend: objects as files, signed upload URLs served by the
 //! worker's own `/_storage` routes (exercised over real HTTP on 127.0.0.1).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

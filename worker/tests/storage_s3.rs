@@ -1,6 +1,7 @@
 //! The S3 backend against a real Garage node (one bucket per test).
 //!
 //! Needs `LARDER_GARAGE`: source `e2e/tools/install-all.sh` first.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::time::Duration;
 
