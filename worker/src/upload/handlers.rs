@@ -316,6 +316,18 @@ fn nar_key(raw: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// Checks that `upload_id` is an open multipart upload of the NAR `key` (400 / 404).
+async fn open_multipart(state: &AppState, key: &str, upload_id: &str) -> Result<(), ApiError> {
+    nar_key(key)?;
+    if pending::multipart_exists(state.db(), upload_id, key).await? {
+        return Ok(());
+    }
+    Err(ApiError::NotFound(format!(
+        "no open multipart upload {} of {key}",
+        crate::nix::preview(upload_id)
+    )))
+}
+
 async fn request_parts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -323,14 +335,7 @@ async fn request_parts(
 ) -> Result<Json<RequestPartsResponse>, ApiError> {
     state.authorize(&headers, Scope::Push)?;
     let request: RequestPartsRequest = json(&body)?;
-    nar_key(&request.object_key)?;
-    if !pending::multipart_exists(state.db(), &request.upload_id, &request.object_key).await? {
-        return Err(ApiError::NotFound(format!(
-            "no open multipart upload {} of {}",
-            crate::nix::preview(&request.upload_id),
-            request.object_key
-        )));
-    }
+    open_multipart(&state, &request.object_key, &request.upload_id).await?;
     let range = plan::part_range(request.start_part_number, request.num_parts)?;
     let start = *range.start();
     let part_urls = presign_parts(
@@ -354,14 +359,7 @@ async fn complete_multipart(
 ) -> Result<StatusCode, ApiError> {
     state.authorize(&headers, Scope::Push)?;
     let request: CompleteMultipartRequest = json(&body)?;
-    nar_key(&request.object_key)?;
-    if !pending::multipart_exists(state.db(), &request.upload_id, &request.object_key).await? {
-        return Err(ApiError::NotFound(format!(
-            "no open multipart upload {} of {}",
-            crate::nix::preview(&request.upload_id),
-            request.object_key
-        )));
-    }
+    open_multipart(&state, &request.object_key, &request.upload_id).await?;
     let mut parts = request
         .parts
         .iter()
