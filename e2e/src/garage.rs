@@ -37,6 +37,25 @@ pub struct Bucket {
     pub secret_key: String,
 }
 
+impl Bucket {
+    /// An S3 client signed with this bucket's key (path-style, as Garage wants).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &self.access_key,
+                &self.secret_key,
+                None,
+                None,
+                "larder-e2e",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}
+
 impl Garage {
     /// The node shared by every test in this binary, started on first use.
     pub fn shared() -> &'static Garage {

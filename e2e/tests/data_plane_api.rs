@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use larder_e2e::garage::Bucket;
 use larder_e2e::larder::{Backend, Worker};
 use serde_json::{json, Value};
@@ -78,7 +77,7 @@ impl Fixture {
                 .unwrap();
             counts.push(row.get::<i64, _>(0));
         }
-        let s3 = s3_client(&self.bucket);
+        let s3 = self.bucket.client();
         let listed = s3
             .list_objects_v2()
             .bucket(&self.bucket.name)
@@ -92,22 +91,6 @@ impl Fixture {
             .collect();
         (counts, keys)
     }
-}
-
-fn s3_client(bucket: &Bucket) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .endpoint_url(&bucket.endpoint)
-        .region(Region::new(bucket.region.clone()))
-        .credentials_provider(Credentials::new(
-            &bucket.access_key,
-            &bucket.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
 
 fn closure_request(nar_hash: Option<&str>) -> Value {

@@ -80,19 +80,7 @@ fn stored_objects(worker: &Worker) -> Vec<(String, u64, String)> {
         Backend::Postgres { bucket, .. } => {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                let config = aws_sdk_s3::Config::builder()
-                    .endpoint_url(&bucket.endpoint)
-                    .region(aws_sdk_s3::config::Region::new(bucket.region.clone()))
-                    .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                        &bucket.access_key,
-                        &bucket.secret_key,
-                        None,
-                        None,
-                        "test",
-                    ))
-                    .force_path_style(true)
-                    .build();
-                let s3 = aws_sdk_s3::Client::from_conf(config);
+                let s3 = bucket.client();
                 let listed = s3
                     .list_objects_v2()
                     .bucket(&bucket.name)

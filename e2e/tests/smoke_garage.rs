@@ -3,32 +3,15 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-fn client(bucket: &larder_e2e::garage::Bucket) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .endpoint_url(&bucket.endpoint)
-        .region(Region::new(bucket.region.clone()))
-        .credentials_provider(Credentials::new(
-            &bucket.access_key,
-            &bucket.secret_key,
-            None,
-            None,
-            "test",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 #[tokio::test]
 async fn put_get_and_presigned_put_with_checksum() {
     let bucket = larder_e2e::garage::bucket("smoke");
-    let s3 = client(&bucket);
+    let s3 = bucket.client();
 
     s3.put_object()
         .bucket(&bucket.name)
