@@ -1,5 +1,4 @@
 // Needs `larder serve` from the data-plane work in progress; enabled with the feature.
-#![cfg(feature = "lead-wip")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 //! The upload API and read proxy over raw HTTP, on PostgreSQL + Garage: bad input is
@@ -71,7 +70,7 @@ impl Fixture {
             "pending_objects",
             "multipart_uploads",
         ] {
-            let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
                 .fetch_one(&mut conn)
                 .await
                 .unwrap();

@@ -1,5 +1,4 @@
 // Needs `larder serve` from the data-plane work in progress; enabled with the feature.
-#![cfg(feature = "lead-wip")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 //! Garbage collection on both backends: expired roots go, young roots keep their whole

@@ -1,9 +1,7 @@
 //! The `larder` command.
 
-#[cfg(feature = "lead-wip")]
 use clap::Parser;
 
-#[cfg(feature = "lead-wip")]
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -22,6 +20,3 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
-
-#[cfg(not(feature = "lead-wip"))]
-fn main() {}

@@ -2,7 +2,6 @@
 //! pushed with signatures required. Runs on the embedded default (SQLite + folder, uploads
 //! through the worker's signed URLs) and on PostgreSQL + Garage (presigned S3 PUTs that
 //! carry `x-amz-checksum-sha256`, multipart for the big path).
-#![cfg(feature = "lead-wip")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::path::PathBuf;

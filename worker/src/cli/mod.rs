@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a worker: upload API, read proxy, metrics.
     Serve(serve::ServeArgs),
+    /// Upload store paths and their closures to a cache.
+    Push(crate::push::args::PushArgs),
     /// Collect garbage once: expire old roots, delete what no root reaches.
     Gc(gc::GcArgs),
     /// Apply database migrations and exit (run before rolling out a new version).
@@ -42,6 +44,8 @@ pub enum CliError {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -62,6 +66,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Push(args) => Ok(crate::push::args::run(args).await.map(drop)?),
         Command::Gc(args) => gc::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Keygen(args) => keygen::run(args),

@@ -13,13 +13,7 @@
 //!
 //! Paths already cached cost the prepare pass and one round trip; nothing is uploaded.
 
-// `crate::upload` is still behind the lead's `lead-wip` feature; its `wire` module (pure
-// serde types, no other dependency) is compiled from the same file here until then.
-// Replace this with `pub use crate::upload::wire;` once `upload` is un-gated in lib.rs.
-#[cfg(not(feature = "lead-wip"))]
-#[path = "../upload/wire.rs"]
-pub mod wire;
-#[cfg(feature = "lead-wip")]
+/// Wire types shared with the worker's upload API.
 pub use crate::upload::wire;
 
 pub mod api;

@@ -19,10 +19,8 @@ pub async fn serve(
     if state.read_options().require_auth {
         state.authorize(&read_authorization(&headers), Scope::Read)?;
     }
-    let info = CacheInfo {
-        priority: Some(state.read_options().priority),
-        ..CacheInfo::default()
-    };
+    let mut info = CacheInfo::default();
+    info.priority = Some(state.read_options().priority);
     let mut response = info.render().into_response();
     let h = response.headers_mut();
     h.insert(

@@ -92,7 +92,11 @@ async fn start(
         .iter()
         .map(|o| (o.key.as_str(), &o.file_hash))
         .collect();
-    let prepared: Vec<(String, PendingObject)> = futures::stream::iter(&started.needs_upload)
+    // Futures are built eagerly: a lazy `map` closure over borrowed keys trips
+    // rustc's higher-ranked lifetime inference for `Send` handler futures.
+    let uploads: Vec<_> = started
+        .needs_upload
+        .iter()
         .map(|key| {
             let (kind, nar_size) = kinds
                 .get(key.as_str())
@@ -101,6 +105,8 @@ async fn start(
             let checksum = checksums.get(key.as_str()).and_then(|h| h.as_deref());
             prepare_upload(&state, started.id, key, kind, nar_size, checksum)
         })
+        .collect();
+    let prepared: Vec<(String, PendingObject)> = futures::stream::iter(uploads)
         .buffer_unordered(STORAGE_CONCURRENCY)
         .try_collect()
         .await?;
@@ -201,7 +207,7 @@ async fn sign(
     let mut signatures = BTreeMap::new();
     for (key, fields) in &request.narinfos {
         let pending = objects.binary_search_by(|o| o.key.as_str().cmp(key)).ok();
-        if !pending.is_some_and(|i| objects[i].kind == narinfo_kind) {
+        if pending.is_none_or(|i| objects[i].kind != narinfo_kind) {
             return Err(ApiError::Forbidden(format!(
                 "{} is not a pending narinfo of closure {id}",
                 crate::nix::preview(key)
@@ -256,11 +262,15 @@ async fn complete(
         .ok_or_else(|| ApiError::NotFound(format!("no pending closure {id}")))?;
     // Commit nothing the bucket lacks: a root must never point at a missing object.
     let storage = state.storage();
-    let missing: Vec<String> = futures::stream::iter(objects.iter().filter(|o| o.needs_upload))
+    let checks: Vec<_> = objects
+        .iter()
+        .filter(|o| o.needs_upload)
         .map(|o| async move {
             let meta = storage.head(&o.key).await?;
             Ok::<_, ApiError>(meta.is_none().then(|| o.key.clone()))
         })
+        .collect();
+    let missing: Vec<String> = futures::stream::iter(checks)
         .buffer_unordered(STORAGE_CONCURRENCY)
         .try_filter_map(|k| async move { Ok(k) })
         .try_collect()
