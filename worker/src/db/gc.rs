@@ -80,7 +80,7 @@ pub async fn mark(
     const DEAD: &str = "marked_epoch IS NULL AND touched_epoch < $1 \
                         AND key NOT IN (SELECT key FROM live)";
     let counted = sqlx::query(trusted_sql(format!(
-        "{LIVE} SELECT COUNT(*), COALESCE(SUM(COALESCE(file_size, nar_size, 0)), 0) \
+        "{LIVE} SELECT COUNT(*), CAST(COALESCE(SUM(COALESCE(file_size, nar_size, 0)), 0) AS BIGINT) \
          FROM objects WHERE {DEAD}"
     )))
     .bind(epoch)

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::upload::router())
         .merge(crate::read::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .with_state(state.clone());
     if let Storage::Dir(store) = state.storage() {
         // The local directory's "presigned" URLs point back at the worker.
@@ -35,6 +36,27 @@ pub fn router(state: AppState) -> Router {
         metrics,
         metrics::track,
     ))
+}
+
+/// Answers 413 at once when `Content-Length` already exceeds [`MAX_BODY`]; the body
+/// limit alone would only notice after reading 64 MiB the client should not send.
+async fn refuse_declared_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY as u64 => axum::response::IntoResponse::into_response(
+            error::ApiError::TooLarge(format!(
+                "request body of {n} bytes exceeds the limit of {MAX_BODY} bytes"
+            )),
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
