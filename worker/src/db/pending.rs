@@ -2,8 +2,9 @@
 //!
 //! Every transaction here that relies on objects being present holds PostgreSQL's GC
 //! advisory lock in shared mode and row-locks those objects in key order, then stamps
-//! them with the current GC epoch and clears any GC mark. See docs/gc.md for why that
-//! is enough for the collector never to delete what a push relies on.
+//! the unmarked ones with the current GC epoch (`complete` also clears marks, once the
+//! bytes are verified). See docs/gc.md for why that is enough for the collector never to
+//! delete what a push relies on.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -91,8 +92,8 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Locks the present objects among `sorted_keys`, stamps them as relied on, and returns
-/// which were present and not marked by GC.
+/// Locks the present objects among `sorted_keys`, stamps the unmarked ones as relied on,
+/// and returns them (present and not marked by GC: the only ones a push may skip).
 async fn touch_present(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
@@ -126,9 +127,14 @@ async fn touch_present(
                 trusted.insert(key);
             }
         }
+        // Only unmarked rows are stamped. A marked row may have lost its bytes to a sweep
+        // that crashed before deleting rows; the client uploads it again, the session's
+        // pending row keeps the sweep away meanwhile, and `complete` clears the mark once
+        // the bytes are verified. Clearing it here would let a later push trust an object
+        // an abandoned session never re-uploaded.
         let sql = format!(
-            "UPDATE objects SET touched_at = $1, touched_epoch = $2, marked_epoch = NULL, \
-             marked_at = NULL WHERE key IN ({})",
+            "UPDATE objects SET touched_at = $1, touched_epoch = $2 \
+             WHERE marked_epoch IS NULL AND key IN ({})",
             placeholders(3, chunk.len())
         );
         let mut query = sqlx::query(trusted_sql(sql)).bind(now).bind(epoch);
@@ -394,9 +400,11 @@ pub async fn take_multiparts_of_key(db: &Db, key: &str) -> Result<Vec<String>, D
 
 /// Deletes sessions started before `cutoff` (Unix ms), returning their open multipart
 /// uploads as (key, upload_id) for the caller to abort, and how many sessions went.
+/// Objects they uploaded without committing become marked rows for the sweep.
 pub async fn delete_started_before(
     db: &Db,
     cutoff: i64,
+    now: i64,
 ) -> Result<(u64, Vec<(String, String)>), DbError> {
     let mut tx = db
         .pool()
@@ -415,6 +423,25 @@ pub async fn delete_started_before(
     .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
     .collect::<Result<Vec<_>, sqlx::Error>>()
     .context("decode stale multipart uploads")?;
+    // What these sessions may have uploaded but never committed is recorded as already
+    // marked, so the sweep removes it from the bucket under the same row locks and
+    // re-checks as any other garbage: a push that wants one of these keys now either
+    // stamps the row (clearing the mark) or waits for the sweep and uploads anew.
+    sqlx::query(
+        "INSERT INTO objects (key, kind, file_size, created_at, touched_at, touched_epoch, \
+         marked_epoch, marked_at) \
+         SELECT po.key, MIN(po.kind), MAX(po.file_size), $2, $2, 0, \
+         (SELECT value FROM meta WHERE name = 'gc_epoch'), MIN(p.started_at) \
+         FROM pending_objects po JOIN pending_closures p ON p.id = po.pending_id \
+         WHERE p.started_at < $1 AND po.needs_upload = 1 \
+         AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.key = po.key) \
+         GROUP BY po.key ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(cutoff)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .context("record uploads of stale sessions for the sweep")?;
     let deleted = sqlx::query("DELETE FROM pending_closures WHERE started_at < $1")
         .bind(cutoff)
         .execute(&mut *tx)

@@ -74,16 +74,37 @@ pub async fn run(db: &Db, storage: &Storage, options: &GcOptions) -> Result<GcSu
 async fn run_locked(db: &Db, storage: &Storage, options: &GcOptions) -> Result<GcSummary, GcError> {
     let started = Instant::now();
     let now = now_ms();
+    let mut summary = mark_phase(db, storage, options, now).await?;
+    if !options.dry_run {
+        sweep(db, storage, now - ms(options.grace), &mut summary).await?;
+    }
+    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(summary)
+}
+
+/// The first half of a run, under the caller's [`lock::RunLock`]: abandon stale
+/// sessions, expire old roots, open a new epoch and mark what is unreachable. Public
+/// (with [`sweep`]) so tests can interleave pushes between the two halves.
+pub async fn mark_phase(
+    db: &Db,
+    storage: &Storage,
+    options: &GcOptions,
+    now: i64,
+) -> Result<GcSummary, GcError> {
     let mut summary = GcSummary {
         dry_run: options.dry_run,
         ..GcSummary::default()
     };
     if !options.dry_run {
         let cutoff = now - ms(options.failed_uploads_older_than);
-        let (sessions, uploads) = db::pending::delete_started_before(db, cutoff).await?;
+        let (sessions, uploads) = db::pending::delete_started_before(db, cutoff, now).await?;
         summary.stale_sessions = sessions;
         for (key, upload_id) in uploads {
-            storage.abort_multipart(&key, &upload_id).await?;
+            match storage.abort_multipart(&key, &upload_id).await {
+                // Already completed or aborted (e.g. by a concurrent cleanup): nothing left.
+                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     let root_cutoff = now - ms(options.older_than);
@@ -96,15 +117,12 @@ async fn run_locked(db: &Db, storage: &Storage, options: &GcOptions) -> Result<G
     let (marked, bytes) = db::gc::mark(db, epoch, root_cutoff, now, options.dry_run).await?;
     summary.objects_marked = marked;
     summary.bytes_marked = bytes;
-    if !options.dry_run {
-        sweep(db, storage, now - ms(options.grace), &mut summary).await?;
-    }
-    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(summary)
 }
 
-/// Deletes marked objects past grace, batch by batch, bytes before rows.
-async fn sweep(
+/// The second half of a run: deletes marked objects past grace (`marked_at <= cutoff`),
+/// batch by batch, bytes before rows, re-checking each under its row lock.
+pub async fn sweep(
     db: &Db,
     storage: &Storage,
     cutoff: i64,

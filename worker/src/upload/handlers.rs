@@ -313,7 +313,7 @@ async fn cleanup(
     state.authorize(&headers, Scope::Admin)?;
     let older_than = parse_duration(query.older_than.as_deref().unwrap_or("1h"))?;
     let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
-    let (_, uploads) = pending::delete_started_before(state.db(), cutoff).await?;
+    let (_, uploads) = pending::delete_started_before(state.db(), cutoff, now_ms()).await?;
     for (key, upload_id) in uploads {
         state.storage().abort_multipart(&key, &upload_id).await?;
     }
