@@ -1,28 +1,41 @@
-// Needs `larder serve` from the data-plane work in progress; enabled with the feature.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
-//! Garbage collection on both backends: expired roots go, young roots keep their whole
-//! closure (shared dependencies included), a dry run changes nothing, and the real Nix
-//! still substitutes every live closure afterwards.
+//! Garbage collection on both backends, driven by the real clients: `niks3 push`,
+//! `niks3 pins`, `niks3 gc` (the admin API), `larder gc` and `larder fsck`, with the
+//! real Nix substituting every live closure afterwards.
+//!
+//! Expired roots go; young and pinned roots keep their whole closure, shared
+//! dependencies included; an abandoned upload is cleaned from the bucket; a dry run
+//! changes nothing in the database or the bucket; fsck passes, then notices a deletion
+//! made behind the cache's back.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
 
 use larder_e2e::larder::{larder_bin, Backend, Worker};
 use larder_e2e::nix::{Nix, PathSpec};
 use larder_e2e::process::run;
+use serde_json::{json, Value};
+use sqlx::{AnyPool, Row};
 
-fn push(worker: &Worker, path: &str) {
+/// An abandoned upload: a path no one will ever commit.
+const ABANDONED: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+
+fn niks3(worker: &Worker, args: &[&str]) -> String {
     let token_file = worker.data_dir.join("niks3-token");
     std::fs::write(&token_file, &worker.token).unwrap();
     let mut cmd = larder_e2e::niks3::client_command(&worker.url, &token_file);
     cmd.env("NIX_CONF_DIR", Nix::shared().conf_dir())
         .env("NIX_REMOTE", "local");
-    run("niks3 push", cmd.arg("push").arg(path));
+    run(&format!("niks3 {}", args[0]), cmd.args(args))
 }
 
-fn gc(worker: &Worker, flags: &[&str]) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(larder_bin());
-    cmd.arg("gc")
+/// `larder <subcommand>` against the worker's database and storage.
+fn larder(worker: &Worker, subcommand: &str, flags: &[&str]) -> Command {
+    let mut cmd = Command::new(larder_bin());
+    cmd.arg(subcommand)
         .args(flags)
-        .arg("--json")
         .arg("--data-dir")
         .arg(&worker.data_dir);
     if let Backend::Postgres { database, bucket } = &worker.backend {
@@ -32,20 +45,29 @@ fn gc(worker: &Worker, flags: &[&str]) -> serde_json::Value {
                 &bucket.endpoint,
                 "--s3-region",
                 &bucket.region,
-                "--s3-path-style",
             ])
-            .args(["--s3-access-key-id", &bucket.access_key])
+            .args(["--s3-path-style", "--s3-access-key-id", &bucket.access_key])
             .args(["--s3-secret-access-key", &bucket.secret_key]);
     }
-    let out = run("larder gc", &mut cmd);
+    cmd
+}
+
+fn gc(worker: &Worker, flags: &[&str]) -> Value {
+    let out = run("larder gc", larder(worker, "gc", flags).arg("--json"));
     serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap()
 }
 
+fn hash_of(path: &str) -> &str {
+    &path["/nix/store/".len().."/nix/store/".len() + 32]
+}
+
 fn narinfo_status(worker: &Worker, path: &str) -> u16 {
-    let hash = &path["/nix/store/".len().."/nix/store/".len() + 32];
-    let url = format!("{}/{hash}.narinfo", worker.url);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async { reqwest::get(url).await.unwrap().status().as_u16() })
+    let url = format!("{}/{}.narinfo", worker.url, hash_of(path));
+    block_on(async { reqwest::get(url).await.unwrap().status().as_u16() })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
 }
 
 fn substitute(worker: &Worker, test: &str, path: &str) {
@@ -57,61 +79,242 @@ fn substitute(worker: &Worker, test: &str, path: &str) {
             .args(["copy", "--from", &worker.url, "--to"])
             .arg(&store)
             .args(["--option", "trusted-public-keys", &worker.public_key])
+            .args(["--option", "require-sigs", "true"])
             .arg(path),
     );
 }
 
+/// Starts a session for a made-up path, uploads its NAR and walks away.
+fn abandon_an_upload(worker: &Worker) -> String {
+    let nar = format!("nar/{}.nar.zst", "1".repeat(52));
+    let request = json!({
+        "closure": format!("{ABANDONED}.narinfo"),
+        "objects": [
+            {"key": format!("{ABANDONED}.narinfo"), "type": "narinfo", "refs": [nar]},
+            {"key": nar, "type": "nar", "refs": [], "nar_size": 10},
+        ]
+    });
+    block_on(async {
+        let http = reqwest::Client::new();
+        let started: Value = http
+            .post(format!("{}/api/pending_closures", worker.url))
+            .bearer_auth(&worker.token)
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = started["pending_objects"][&nar]["presigned_url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let put = http.put(url).body("half an upload").send().await.unwrap();
+        assert!(put.status().is_success(), "{}", put.status());
+    });
+    nar
+}
+
+/// Rows per table, marks and the GC epoch, and every key in the bucket.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    rows: Vec<(String, i64)>,
+    bucket: BTreeSet<String>,
+}
+
+fn state(worker: &Worker) -> State {
+    let url = match &worker.backend {
+        Backend::Postgres { database, .. } => database.clone(),
+        Backend::Embedded => format!("sqlite://{}", worker.data_dir.join("larder.db").display()),
+    };
+    block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&url).await.unwrap();
+        let mut rows = Vec::new();
+        for query in [
+            "SELECT COUNT(*) FROM objects",
+            "SELECT COUNT(*) FROM objects WHERE marked_epoch IS NOT NULL",
+            "SELECT COUNT(*) FROM refs",
+            "SELECT COUNT(*) FROM closures",
+            "SELECT COUNT(*) FROM pending_closures",
+            "SELECT COUNT(*) FROM pending_objects",
+            "SELECT COUNT(*) FROM pins",
+            "SELECT value FROM meta WHERE name = 'gc_epoch'",
+        ] {
+            let n: i64 = sqlx::query(query).fetch_one(&pool).await.unwrap().get(0);
+            rows.push((query.to_string(), n));
+        }
+        pool.close().await;
+        let bucket = match &worker.backend {
+            Backend::Postgres { bucket, .. } => {
+                let listed = bucket
+                    .client()
+                    .list_objects_v2()
+                    .bucket(&bucket.name)
+                    .send()
+                    .await
+                    .unwrap();
+                listed
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string))
+                    .collect()
+            }
+            Backend::Embedded => files(&worker.data_dir.join("objects"), ""),
+        };
+        State { rows, bucket }
+    })
+}
+
+/// Object keys of the directory backend: files, minus its dot-named bookkeeping.
+fn files(dir: &Path, prefix: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = format!("{prefix}{name}");
+        if entry.file_type().unwrap().is_dir() {
+            keys.extend(files(&entry.path(), &format!("{key}/")));
+        } else {
+            keys.insert(key);
+        }
+    }
+    keys
+}
+
+fn delete_behind_the_caches_back(worker: &Worker, key: &str) {
+    match &worker.backend {
+        Backend::Postgres { bucket, .. } => block_on(async {
+            bucket
+                .client()
+                .delete_object()
+                .bucket(&bucket.name)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }),
+        Backend::Embedded => {
+            std::fs::remove_file(worker.data_dir.join("objects").join(key)).unwrap()
+        }
+    }
+}
+
 fn scenario(test: &str, backend: Backend) {
     let nix = Nix::shared();
-    // old: shared <- old-root; young: shared <- young-root
-    let old = nix.build_closure(
-        &format!("{test}-old"),
+    let paths = nix.build_closure(
+        test,
         &[
-            PathSpec::new("shared", 2000, &[]),
-            PathSpec::new("old-root", 3000, &[0]),
+            PathSpec::new("shared", 2000, &[]),      // 0
+            PathSpec::new("old-root", 3000, &[0]),   // 1: expires
+            PathSpec::new("young-root", 1000, &[0]), // 2: keeps `shared`
+            PathSpec::new("pin-dep", 1500, &[]),     // 3
+            PathSpec::new("pinned", 1200, &[3]),     // 4: old, but pinned
         ],
     );
     let worker = Worker::start(test, backend, &[]);
-    push(&worker, &old[1]);
+    niks3(&worker, &["push", &paths[1]]);
+    niks3(&worker, &["push", &paths[4]]);
+    niks3(&worker, &["pins", "create", "keep", &paths[4]]);
+    assert!(niks3(&worker, &["pins", "list", "--names-only"]).contains("keep"));
+    let abandoned = abandon_an_upload(&worker);
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let young = nix.build_closure(
-        &format!("{test}-young"),
-        &[PathSpec::new("young-root", 1000, &[])],
-    );
-    // The young closure also reaches `shared`: built separately, pushed as a root of its own.
-    push(&worker, &young[0]);
-    push(&worker, &old[0]);
+    niks3(&worker, &["push", &paths[2]]);
 
-    let dry = gc(
-        &worker,
-        &["--older-than", "2s", "--grace", "0s", "--dry-run"],
+    let flags = [
+        "--older-than",
+        "2s",
+        "--failed-uploads-older-than",
+        "2s",
+        "--grace",
+        "0s",
+    ];
+    let before = state(&worker);
+    assert!(
+        before.bucket.contains(&abandoned),
+        "the abandoned upload landed"
     );
-    assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["roots_expired"], 1, "{dry}");
-    assert!(dry["objects_marked"].as_u64().unwrap() >= 2, "{dry}");
+    let dry = gc(&worker, &[&flags[..], &["--dry-run"]].concat());
     assert_eq!(
-        narinfo_status(&worker, &old[1]),
-        200,
-        "dry run deleted something"
+        (dry["dry_run"].clone(), dry["roots_expired"].clone()),
+        (json!(true), json!(1)),
+        "{dry}"
     );
+    assert!(dry["objects_marked"].as_u64().unwrap() >= 3, "{dry}");
+    assert_eq!(state(&worker), before, "a dry run changed something");
 
-    let real = gc(&worker, &["--older-than", "2s", "--grace", "0s"]);
+    let real = gc(&worker, &flags);
     assert_eq!(real["roots_expired"], 1, "{real}");
-    assert!(real["objects_deleted"].as_u64().unwrap() >= 2, "{real}");
+    assert_eq!(real["stale_sessions"], 1, "{real}");
+    // The old root's narinfo, NAR and listing, and the abandoned NAR.
+    assert!(real["objects_deleted"].as_u64().unwrap() >= 4, "{real}");
     assert_eq!(
-        narinfo_status(&worker, &old[1]),
+        narinfo_status(&worker, &paths[1]),
         404,
         "expired root survived: {real}"
     );
-    // `shared` was pushed again as a root of its own 3 s later: it stays, whole.
-    assert_eq!(narinfo_status(&worker, &old[0]), 200);
-    assert_eq!(narinfo_status(&worker, &young[0]), 200);
-    substitute(&worker, &format!("{test}-after"), &old[0]);
-    substitute(&worker, &format!("{test}-after-young"), &young[0]);
-
-    // A run with nothing to do deletes nothing.
-    let again = gc(&worker, &["--older-than", "2s", "--grace", "0s"]);
+    for kept in [0, 2, 3, 4] {
+        assert_eq!(
+            narinfo_status(&worker, &paths[kept]),
+            200,
+            "{} went: {real}",
+            paths[kept]
+        );
+    }
+    let after = state(&worker);
+    assert!(
+        !after.bucket.contains(&abandoned),
+        "the abandoned upload is still there"
+    );
+    substitute(&worker, &format!("{test}-young"), &paths[2]);
+    substitute(&worker, &format!("{test}-pinned"), &paths[4]);
+    let again = gc(&worker, &flags);
     assert_eq!(again["objects_deleted"], 0, "{again}");
+
+    // The admin API through niks3's own client: it starts a run and polls it to the end.
+    niks3(
+        &worker,
+        &[
+            "gc",
+            "--older-than",
+            "1h",
+            "--failed-uploads-older-than",
+            "1h",
+        ],
+    );
+    let status: Value = block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/gc/status", worker.url))
+            .bearer_auth(&worker.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(status["state"], "succeeded", "{status}");
+
+    // Unpinned, the old closure expires like any other; the young root, pushed again,
+    // stays.
+    niks3(&worker, &["pins", "delete", "keep"]);
+    niks3(&worker, &["push", &paths[2]]);
+    let unpinned = gc(&worker, &flags);
+    assert_eq!(unpinned["roots_expired"], 1, "{unpinned}");
+    assert_eq!(narinfo_status(&worker, &paths[4]), 404);
+    assert_eq!(narinfo_status(&worker, &paths[2]), 200);
+
+    run("larder fsck", &mut larder(&worker, "fsck", &["--sizes"]));
+    let lost = format!("{}.narinfo", hash_of(&paths[0]));
+    delete_behind_the_caches_back(&worker, &lost);
+    let fsck = larder(&worker, "fsck", &["--json"]).output().unwrap();
+    assert!(!fsck.status.success(), "fsck missed a deleted object");
+    let report: Value = serde_json::from_slice(&fsck.stdout).unwrap();
+    assert_eq!(report["missing_objects"], json!([lost]), "{report}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Larder worker: a Nix binary cache on S3 with niks3-compatible upload sessions.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod db;

@@ -4,8 +4,12 @@
 //! written once through sqlx's `Any` driver; the few dialect differences (row locks,
 //! advisory locks) branch on [`Backend`]. Times are Unix milliseconds.
 
+pub mod closures;
+pub mod fsck;
 pub mod gc;
+pub mod gc_stats;
 pub mod pending;
+pub mod pins;
 
 use std::str::FromStr;
 use std::time::Duration;

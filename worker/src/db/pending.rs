@@ -56,7 +56,9 @@ pub struct PendingObject {
     pub needs_upload: bool,
 }
 
-async fn begin_push(db: &Db) -> Result<(Transaction<'static, Any>, i64), DbError> {
+/// Begins a transaction that relies on objects being present: shared GC lock (PostgreSQL)
+/// or the write lock (SQLite); returns it with the current GC epoch.
+pub(crate) async fn begin_push(db: &Db) -> Result<(Transaction<'static, Any>, i64), DbError> {
     let mut tx = db
         .pool()
         .begin()
@@ -94,7 +96,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 
 /// Locks the present objects among `sorted_keys`, stamps the unmarked ones as relied on,
 /// and returns them (present and not marked by GC: the only ones a push may skip).
-async fn touch_present(
+pub(crate) async fn touch_present(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
     sorted_keys: &[&str],

@@ -1,5 +1,6 @@
 //! Garbage collection runs: stale sessions, root expiry, mark, sweep. See docs/gc.md.
 
+pub mod fsck;
 pub mod lock;
 
 use std::time::{Duration, Instant};
@@ -68,6 +69,25 @@ pub async fn run(db: &Db, storage: &Storage, options: &GcOptions) -> Result<GcSu
     let lock = lock::RunLock::acquire(db).await?.ok_or(GcError::Busy)?;
     let result = run_locked(db, storage, options).await;
     lock.release().await?;
+    // Statistics are best effort: a run that did its work is not failed by them.
+    let recorded = match &result {
+        Ok(s) if !s.dry_run => {
+            let duration = i64::try_from(s.duration_ms).unwrap_or(i64::MAX);
+            db::gc_stats::record_success(
+                db,
+                s.objects_deleted as i64,
+                s.bytes_deleted,
+                duration,
+                now_ms(),
+            )
+            .await
+        }
+        Ok(_) => Ok(()),
+        Err(_) => db::gc_stats::record_failure(db).await,
+    };
+    if let Err(e) = recorded {
+        tracing::warn!("cannot record GC statistics: {e}");
+    }
     result
 }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -30,6 +31,69 @@ pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RequestLabels, Histogram>,
+    gc: GcGauges,
+}
+
+/// Labels of GC runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcRunLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// GC totals, read from the database at every scrape so CronJob runs count too.
+#[derive(Clone, Default)]
+struct GcGauges {
+    runs: Family<GcRunLabels, Gauge>,
+    objects_deleted: Gauge,
+    bytes_deleted: Gauge,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl GcGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gc_runs",
+            "GC runs against this database, by result",
+            self.runs.clone(),
+        );
+        registry.register(
+            "gc_objects_deleted",
+            "Objects deleted by all GC runs",
+            self.objects_deleted.clone(),
+        );
+        registry.register(
+            "gc_bytes_deleted",
+            "Bytes deleted by all GC runs",
+            self.bytes_deleted.clone(),
+        );
+        registry.register(
+            "gc_last_success_timestamp_seconds",
+            "End of the last successful GC run (Unix time)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "gc_last_duration_seconds",
+            "Duration of the last successful GC run",
+            self.last_duration.clone(),
+        );
+    }
+
+    fn set(&self, stats: &crate::db::gc_stats::GcStats) {
+        let result = |result| GcRunLabels { result };
+        self.runs
+            .get_or_create(&result("success"))
+            .set(stats.runs_succeeded);
+        self.runs
+            .get_or_create(&result("failure"))
+            .set(stats.runs_failed);
+        self.objects_deleted.set(stats.objects_deleted);
+        self.bytes_deleted.set(stats.bytes_deleted);
+        self.last_success.set(stats.last_success_ms as f64 / 1000.0);
+        self.last_duration
+            .set(stats.last_duration_ms as f64 / 1000.0);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,10 +122,13 @@ impl Metrics {
             "Time to the response head",
             duration.clone(),
         );
+        let gc = GcGauges::default();
+        gc.register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             requests,
             duration,
+            gc,
         }
     }
 }
@@ -90,10 +157,18 @@ pub async fn track(State(metrics): State<Metrics>, mut request: Request, next: N
 }
 
 /// `GET /metrics`.
-pub async fn serve(State(_): State<crate::server::state::AppState>, request: Request) -> Response {
+pub async fn serve(
+    State(state): State<crate::server::state::AppState>,
+    request: Request,
+) -> Response {
     let Some(metrics) = request.extensions().get::<Metrics>().cloned() else {
         return "# no metrics\n".into_response();
     };
+    match crate::db::gc_stats::read(state.db()).await {
+        Ok(stats) => metrics.gc.set(&stats),
+        // Keep serving the request metrics; the GC gauges keep their last values.
+        Err(e) => tracing::warn!("cannot read GC statistics for /metrics: {e}"),
+    }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &metrics.registry).is_err() {
         return (

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK\n" }))
         .route("/metrics", get(metrics::serve))
         .merge(crate::upload::router())
+        .merge(crate::admin::router())
         .merge(crate::read::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))

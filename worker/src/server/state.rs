@@ -38,6 +38,7 @@ struct Inner {
     public_url: String,
     presign_ttl: Duration,
     read: ReadOptions,
+    gc_tasks: crate::admin::gc_task::GcTasks,
 }
 
 impl AppState {
@@ -60,8 +61,14 @@ impl AppState {
                 // niks3 clients expect 5 hours: long NAR uploads on slow links.
                 presign_ttl: Duration::from_secs(5 * 3600),
                 read,
+                gc_tasks: crate::admin::gc_task::GcTasks::default(),
             }),
         }
+    }
+
+    /// GC runs started through the admin API.
+    pub fn gc_tasks(&self) -> &crate::admin::gc_task::GcTasks {
+        &self.inner.gc_tasks
     }
 
     /// The database.
