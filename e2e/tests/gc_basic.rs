@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use larder_e2e::larder::{larder_bin, Backend, Worker};
 use larder_e2e::nix::{Nix, PathSpec};
@@ -52,8 +53,9 @@ fn larder(worker: &Worker, subcommand: &str, flags: &[&str]) -> Command {
     cmd
 }
 
-fn gc(worker: &Worker, flags: &[&str]) -> Value {
-    let out = run("larder gc", larder(worker, "gc", flags).arg("--json"));
+fn gc(worker: &Worker, flags: &[String]) -> Value {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let out = run("larder gc", larder(worker, "gc", &flags).arg("--json"));
     serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap()
 }
 
@@ -224,21 +226,29 @@ fn scenario(test: &str, backend: Backend) {
     let abandoned = abandon_an_upload(&worker);
     std::thread::sleep(std::time::Duration::from_secs(3));
     niks3(&worker, &["push", &paths[2]]);
-
-    let flags = [
-        "--older-than",
-        "2s",
-        "--failed-uploads-older-than",
-        "2s",
-        "--grace",
-        "0s",
-    ];
+    let mut young = Instant::now();
+    // Retention just longer than the young root's age: it stays, however slow this
+    // machine is, while everything pushed before the 3 s pause expires.
+    let retention = |young: Instant| format!("{}ms", young.elapsed().as_millis() + 1000);
+    let flags = |young: Instant| -> Vec<String> {
+        let keep = retention(young);
+        [
+            "--older-than",
+            &keep,
+            "--failed-uploads-older-than",
+            &keep,
+            "--grace",
+            "0s",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
     let before = state(&worker);
     assert!(
         before.bucket.contains(&abandoned),
         "the abandoned upload landed"
     );
-    let dry = gc(&worker, &[&flags[..], &["--dry-run"]].concat());
+    let dry = gc(&worker, &[flags(young), vec!["--dry-run".into()]].concat());
     assert_eq!(
         (dry["dry_run"].clone(), dry["roots_expired"].clone()),
         (json!(true), json!(1)),
@@ -247,7 +257,7 @@ fn scenario(test: &str, backend: Backend) {
     assert!(dry["objects_marked"].as_u64().unwrap() >= 3, "{dry}");
     assert_eq!(state(&worker), before, "a dry run changed something");
 
-    let real = gc(&worker, &flags);
+    let real = gc(&worker, &flags(young));
     assert_eq!(real["roots_expired"], 1, "{real}");
     assert_eq!(real["stale_sessions"], 1, "{real}");
     // The old root's narinfo, NAR and listing, and the abandoned NAR.
@@ -272,7 +282,7 @@ fn scenario(test: &str, backend: Backend) {
     );
     substitute(&worker, &format!("{test}-young"), &paths[2]);
     substitute(&worker, &format!("{test}-pinned"), &paths[4]);
-    let again = gc(&worker, &flags);
+    let again = gc(&worker, &flags(young));
     assert_eq!(again["objects_deleted"], 0, "{again}");
 
     // The admin API through niks3's own client: it starts a run and polls it to the end.
@@ -299,11 +309,30 @@ fn scenario(test: &str, backend: Backend) {
     });
     assert_eq!(status["state"], "succeeded", "{status}");
 
+    // Runs made by other processes (`larder gc`) show in the worker's metrics.
+    let metrics = block_on(async {
+        reqwest::get(format!("{}/metrics", worker.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let runs: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("larder_gc_runs{result=\"success\"} "))
+        .unwrap_or_else(|| panic!("no GC run metric in:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(runs >= 3.0, "{runs} successful runs counted");
+    assert!(metrics.contains("larder_gc_last_success_timestamp_seconds "));
+
     // Unpinned, the old closure expires like any other; the young root, pushed again,
     // stays.
     niks3(&worker, &["pins", "delete", "keep"]);
     niks3(&worker, &["push", &paths[2]]);
-    let unpinned = gc(&worker, &flags);
+    young = Instant::now();
+    let unpinned = gc(&worker, &flags(young));
     assert_eq!(unpinned["roots_expired"], 1, "{unpinned}");
     assert_eq!(narinfo_status(&worker, &paths[4]), 404);
     assert_eq!(narinfo_status(&worker, &paths[2]), 200);
