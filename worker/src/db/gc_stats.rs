@@ -31,30 +31,30 @@ const NAMES: [&str; 6] = [
     "gc_last_duration_ms",
 ];
 
-async fn add(db: &Db, name: &str, delta: i64) -> Result<(), DbError> {
-    sqlx::query(
+/// Adds `value` to the counter `name`, or with `replace` sets it.
+async fn write(db: &Db, name: &str, value: i64, replace: bool) -> Result<(), DbError> {
+    let sql = if replace {
         "INSERT INTO meta (name, value) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET value = meta.value + excluded.value",
-    )
-    .bind(name)
-    .bind(delta)
-    .execute(db.pool())
-    .await
-    .context("update GC statistics")?;
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+    } else {
+        "INSERT INTO meta (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = meta.value + excluded.value"
+    };
+    sqlx::query(sql)
+        .bind(name)
+        .bind(value)
+        .execute(db.pool())
+        .await
+        .context("update GC statistics")?;
     Ok(())
 }
 
+async fn add(db: &Db, name: &str, delta: i64) -> Result<(), DbError> {
+    write(db, name, delta, false).await
+}
+
 async fn set(db: &Db, name: &str, value: i64) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO meta (name, value) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(name)
-    .bind(value)
-    .execute(db.pool())
-    .await
-    .context("update GC statistics")?;
-    Ok(())
+    write(db, name, value, true).await
 }
 
 /// Records a successful (non-dry) run.
