@@ -37,6 +37,16 @@ pub struct GcArgs {
 
 /// Runs a collection and prints its summary.
 pub async fn run(args: GcArgs) -> Result<(), CliError> {
+    let url_lifetime = crate::server::state::PRESIGN_TTL;
+    if args.failed_uploads_older_than < url_lifetime {
+        tracing::warn!(
+            "--failed-uploads-older-than {} is shorter than the lifetime of upload URLs ({}): \
+             a slow client may still upload after its session is cleaned, and those bytes \
+             would stay in the bucket untracked",
+            humantime::format_duration(args.failed_uploads_older_than),
+            humantime::format_duration(url_lifetime)
+        );
+    }
     let db = args.store.connect_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage("http://127.0.0.1").await?;

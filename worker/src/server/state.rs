@@ -23,6 +23,10 @@ pub struct ReadOptions {
     pub priority: u32,
 }
 
+/// Lifetime of presigned upload URLs. niks3 clients expect 5 hours (long NAR uploads on
+/// slow links); GC must not abandon sessions younger than this (see docs/gc.md).
+pub const PRESIGN_TTL: Duration = Duration::from_secs(5 * 3600);
+
 /// Shared state of one worker.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -58,8 +62,7 @@ impl AppState {
                 keys,
                 tokens,
                 public_url: public_url.trim_end_matches('/').to_string(),
-                // niks3 clients expect 5 hours: long NAR uploads on slow links.
-                presign_ttl: Duration::from_secs(5 * 3600),
+                presign_ttl: PRESIGN_TTL,
                 read,
                 gc_tasks: crate::admin::gc_task::GcTasks::default(),
             }),
