@@ -73,13 +73,14 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
         };
         let note = match &run.summary {
             Some(s) => format!(
-                "Job {}: {} objects ({} bytes) deleted, {} roots expired, {} failures in {:.1}s",
+                "Job {}{}: {} objects ({} bytes) deleted, {} roots expired, {} failures in {} ms",
                 run.job_name,
+                if s.dry_run { " (dry run)" } else { "" },
                 s.objects_deleted,
                 s.bytes_deleted,
                 s.roots_expired,
                 s.failures,
-                s.duration_seconds
+                s.duration_ms
             ),
             None => format!(
                 "Job {}: {}",
