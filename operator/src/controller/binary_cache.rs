@@ -59,6 +59,7 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
                 "SigningKeyGenerated",
                 "Create",
                 note,
+                Some(secret.object_ref(&())),
             )
             .await;
         }
@@ -104,7 +105,7 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     let outcome = Outcome::Applied {
         rollout: &rollout,
         workers,
-        migration_job: rollout.needs_migration_job().then_some(job_name),
+        migration_job: rollout.needs_migration_job().then(|| job_name.clone()),
     };
     write_status(
         client,
@@ -122,6 +123,7 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
             "MigrationFailed",
             "Migrate",
             note,
+            Some(events::reference::<Job>(&namespace, &job_name)),
         )
         .await;
     }
@@ -145,14 +147,7 @@ async fn apply_children(
         ($obj:expr) => {{
             let obj = $obj;
             let result = apply::apply(client, namespace, &obj).await?;
-            events::child_applied(
-                &ctx.recorder,
-                cache,
-                &kind_of(&obj),
-                &obj.name_any(),
-                result,
-            )
-            .await;
+            events::child_applied(&ctx.recorder, cache, &obj, result).await;
         }};
     }
     macro_rules! ensure_or_remove {
@@ -169,6 +164,7 @@ async fn apply_children(
                             "Deleted",
                             "Delete",
                             note,
+                            Some(events::reference::<$ty>(namespace, &$child)),
                         )
                         .await;
                     }
@@ -196,10 +192,6 @@ async fn apply_children(
     get(client, namespace, &names::workers(&name)).await
 }
 
-fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> std::borrow::Cow<'static, str> {
-    K::kind(&())
-}
-
 /// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
 async fn report_invalid(
     cache: &BinaryCache,
@@ -214,12 +206,13 @@ async fn report_invalid(
     // One Warning per new reason or generation, not one per retry.
     if was != Some((invalid.reason().to_string(), cache.metadata.generation)) {
         events::publish(
-            &ctx.recorder,
+            &ctx.fresh_recorder(),
             cache,
             EventType::Warning,
             invalid.reason(),
             "Validate",
             invalid.to_string(),
+            None,
         )
         .await;
     }

@@ -41,14 +41,7 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
     // Build (pure) and apply.
     let cronjob = gc_cronjob::build(&view);
     let result = apply::apply(client, &namespace, &cronjob).await?;
-    events::child_applied(
-        &ctx.recorder,
-        policy.as_ref(),
-        "CronJob",
-        &cronjob.name_any(),
-        result,
-    )
-    .await;
+    events::child_applied(&ctx.recorder, policy.as_ref(), &cronjob, result).await;
     let applied: Option<CronJob> = get(client, &namespace, &cronjob.name_any()).await?;
     let applied = applied.unwrap_or(cronjob);
 
@@ -95,6 +88,7 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
             reason,
             "Collect",
             note,
+            Some(events::reference::<Job>(&namespace, &run.job_name)),
         )
         .await;
     }
@@ -129,12 +123,13 @@ async fn report_invalid(
         .map(|c| (c.reason.clone(), c.observed_generation));
     if was != Some((invalid.reason().to_string(), policy.metadata.generation)) {
         events::publish(
-            &ctx.recorder,
+            &ctx.fresh_recorder(),
             policy,
             EventType::Warning,
             invalid.reason(),
             "Validate",
             invalid.to_string(),
+            None,
         )
         .await;
     }
