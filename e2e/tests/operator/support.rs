@@ -418,3 +418,39 @@ pub async fn migration_job(
     })
     .await
 }
+
+/// What `kubectl get` asks for: the server renders the CRD's printer columns into a Table.
+pub async fn table(client: &Client, ns: &str, plural: &str) -> serde_json::Value {
+    let request = http::Request::get(format!(
+        "/apis/larder.dev/v1alpha1/namespaces/{ns}/{plural}"
+    ))
+    .header(
+        http::header::ACCEPT,
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .body(Vec::new())
+    .unwrap();
+    client.request(request).await.unwrap()
+}
+
+/// The cells of the row for `name`, keyed by column name.
+pub fn row(table: &serde_json::Value, name: &str) -> std::collections::BTreeMap<String, String> {
+    assert_eq!(table["kind"], "Table", "{table}");
+    let columns: Vec<String> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cells"][0] == name)
+        .unwrap_or_else(|| panic!("no row {name} in {table}"));
+    columns
+        .into_iter()
+        .zip(row["cells"].as_array().unwrap())
+        .map(|(c, v)| (c, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect()
+}
