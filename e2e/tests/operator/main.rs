@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 mod cache_children;
+mod cache_deletion;
 mod cache_invalid;
+mod cache_updates;
 mod crds;
 mod gc_policy;
 mod leader;

@@ -4,15 +4,15 @@
 //! The operator is the library's real controller (`larder_operator::controller::run`), started
 //! per test on the test's own namespace, so tests running side by side never see each
 //! other's objects. No kubelet runs here: where a test needs a pod to have run, it writes the
-//! pod's status the way a kubelet would ([`finish_pods_of_job`]), and the real Job controller
-//! in kube-controller-manager takes it from there.
+//! pod's status the way a kubelet would (`kubelet.rs`), and the real Job controller in
+//! kube-controller-manager takes it from there.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::NamespaceResourceScope;
@@ -26,6 +26,9 @@ use larder_operator::validate::Defaults;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+
+mod kubelet;
+pub use kubelet::{finish_pods_of_job, migrate, migration_job};
 
 /// How long anything the operator or a controller does may take here.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -328,95 +331,6 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<E
         .collect();
     events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
     events
-}
-
-/// Plays the kubelet for every pod the Job controller made for `job`: the `larder` container
-/// exits with `exit_code` after writing `message` to its termination log. The real Job
-/// controller then counts the pod and completes or fails the Job.
-pub async fn finish_pods_of_job(
-    client: &Client,
-    namespace: &str,
-    job: &str,
-    exit_code: i32,
-    message: &str,
-) {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={job}");
-    let found = eventually(&format!("a pod of Job {job}"), WAIT, async || {
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| e.to_string())?;
-        (!list.items.is_empty())
-            .then_some(list.items)
-            .ok_or_else(|| "no pods yet".to_string())
-    })
-    .await;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    for pod in found {
-        let image = pod.spec.as_ref().unwrap().containers[0].image.clone();
-        let status = serde_json::json!({
-            "status": {
-                "phase": if exit_code == 0 { "Succeeded" } else { "Failed" },
-                "startTime": now,
-                "containerStatuses": [{
-                    "name": "larder",
-                    "image": image,
-                    "imageID": "",
-                    "ready": false,
-                    "restartCount": 0,
-                    "state": {"terminated": {
-                        "exitCode": exit_code,
-                        "reason": if exit_code == 0 { "Completed" } else { "Error" },
-                        "message": message,
-                        "startedAt": now,
-                        "finishedAt": now,
-                    }},
-                }],
-            }
-        });
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("set status of pod {}: {e}", pod.name_any()));
-    }
-}
-
-/// Brings a new cache through its first migration: waits for the migration Job, lets its pod
-/// succeed, and waits until the cache records the migrated image.
-pub async fn migrate(client: &Client, namespace: &str, cache: &str) -> BinaryCache {
-    let job = migration_job(client, namespace, cache, None).await;
-    finish_pods_of_job(client, namespace, &job, 0, "").await;
-    eventually(&format!("{cache} migrated"), WAIT, async || {
-        let c = get::<BinaryCache>(client, namespace, cache)
-            .await
-            .ok_or("no cache")?;
-        match c.status.as_ref().and_then(|s| s.migrated_image.clone()) {
-            Some(_) => Ok(c),
-            None => Err(format!("{:?}", condition(&c, "Progressing"))),
-        }
-    })
-    .await
-}
-
-/// Waits for a migration Job of `cache` other than `not` and returns its name.
-pub async fn migration_job(
-    client: &Client,
-    namespace: &str,
-    cache: &str,
-    not: Option<&str>,
-) -> String {
-    use k8s_openapi::api::batch::v1::Job;
-    eventually(&format!("a migration Job of {cache}"), WAIT, async || {
-        let jobs = children::<Job>(client, namespace, cache).await;
-        jobs.into_iter()
-            .find(|j| j.starts_with(&format!("{cache}-migrate-")) && Some(j.as_str()) != not)
-            .ok_or_else(|| "none".to_string())
-    })
-    .await
 }
 
 /// What `kubectl get` asks for: the server renders the CRD's printer columns into a Table.
