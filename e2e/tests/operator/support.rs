@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use larder_operator::controller::{self, Context, Options};
 use larder_operator::crd::BinaryCache;
@@ -24,7 +25,7 @@ use larder_operator::leader::Elector;
 use larder_operator::metrics::Metrics;
 use larder_operator::validate::Defaults;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
 mod kubelet;
@@ -43,43 +44,13 @@ pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// server serves both kinds, and returns them as served.
 pub async fn install_crds(client: &Client) -> Vec<CustomResourceDefinition> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/larder.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let crds: Vec<CustomResourceDefinition> = serde_norway::Deserializer::from_str(&text)
-        .map(|doc| CustomResourceDefinition::deserialize(doc).unwrap())
-        .collect();
+    let crds = larder_e2e::k8s::install_crds(client, Path::new(path), WAIT).await;
     assert_eq!(
         crds.len(),
         2,
         "crds/larder.yaml holds BinaryCache and GCPolicy"
     );
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
-    let params = PatchParams::apply("larder-e2e").force();
-    for crd in &crds {
-        api.patch(&crd.name_any(), &params, &Patch::Apply(crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {}: {e}", crd.name_any()));
-    }
-    let mut served = Vec::new();
-    for crd in &crds {
-        let name = crd.name_any();
-        let crd = eventually(&format!("CRD {name} Established"), WAIT, async || {
-            let crd = api.get(&name).await.map_err(|e| e.to_string())?;
-            let conditions = crd
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default();
-            let established = conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established
-                .then_some(crd)
-                .ok_or_else(|| format!("{conditions:?}"))
-        })
-        .await;
-        served.push(crd);
-    }
-    served
+    crds
 }
 
 /// An operator running in this process on one namespace; stopped when dropped.

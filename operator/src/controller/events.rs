@@ -11,30 +11,52 @@ use kube::Resource;
 
 use super::apply::Applied;
 
-/// Publishes a Normal event, related to `child`, when the child was created or changed.
-pub async fn child_applied<K, C>(recorder: &Recorder, owner: &K, child: &C, applied: Applied)
-where
-    K: Resource<DynamicType = ()>,
-    C: Resource<DynamicType = ()>,
-{
-    let reason = match applied {
-        Applied::Created => "Created",
-        Applied::Updated => "Updated",
-        Applied::Unchanged => return,
-    };
-    let kind = C::kind(&());
-    let name = child.meta().name.as_deref().unwrap_or_default();
-    let event = Event {
-        type_: EventType::Normal,
-        reason: reason.to_string(),
-        note: Some(format!("{reason} {kind} {name}")),
-        action: "Apply".to_string(),
-        secondary: Some(child.object_ref(&())),
-    };
-    send(recorder, owner, &event).await;
+/// One Event to publish about a reconciled object.
+#[derive(Clone, Debug)]
+pub struct Note {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What the operator did or tried.
+    pub action: &'static str,
+    /// The message.
+    pub note: String,
+    /// The other object the Event is about (a child, a Job).
+    pub related: Option<ObjectReference>,
 }
 
-/// A reference to a child known only by its type and name (one that was deleted).
+impl Note {
+    /// A Normal Event for a child that was created or changed; none when it was unchanged.
+    pub fn applied<C: Resource<DynamicType = ()>>(child: &C, applied: Applied) -> Option<Note> {
+        let reason = match applied {
+            Applied::Created => "Created",
+            Applied::Updated => "Updated",
+            Applied::Unchanged => return None,
+        };
+        let name = child.meta().name.as_deref().unwrap_or_default();
+        Some(Note {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            action: "Apply",
+            note: format!("{reason} {} {name}", C::kind(&())),
+            related: Some(child.object_ref(&())),
+        })
+    }
+
+    /// A Normal Event for a child that was deleted.
+    pub fn deleted<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
+        Note {
+            type_: EventType::Normal,
+            reason: "Deleted".to_string(),
+            action: "Delete",
+            note: format!("Deleted {} {name}", C::kind(&())),
+            related: Some(reference::<C>(namespace, name)),
+        }
+    }
+}
+
+/// A reference to an object known only by its type and name.
 pub fn reference<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(C::api_version(&()).into_owned()),
@@ -45,28 +67,25 @@ pub fn reference<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> 
     }
 }
 
-/// Publishes an event about `owner`, and about `related` when given.
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    owner: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-    related: Option<ObjectReference>,
-) {
+/// Publishes `note` about `owner`.
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, owner: &K, note: Note) {
     let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: related,
+        type_: note.type_,
+        reason: note.reason,
+        note: Some(note.note),
+        action: note.action.to_string(),
+        secondary: note.related,
     };
-    send(recorder, owner, &event).await;
-}
-
-async fn send<K: Resource<DynamicType = ()>>(recorder: &Recorder, owner: &K, event: &Event) {
-    if let Err(e) = recorder.publish(event, &owner.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &owner.object_ref(&())).await {
         tracing::warn!(error = %e, reason = %event.reason, "could not publish event");
     }
+}
+
+/// Publishes every note about `owner`, side by side.
+pub async fn publish_all<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    owner: &K,
+    notes: Vec<Note>,
+) {
+    futures::future::join_all(notes.into_iter().map(|n| publish(recorder, owner, n))).await;
 }
