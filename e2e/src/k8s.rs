@@ -9,8 +9,11 @@
 //! owner-reference garbage collection, Deployment → ReplicaSet → Pod objects,
 //! CronJob → Job and namespace deletion behave as in a cluster.
 
+mod crds;
 mod kubeconfig;
 mod pki;
+
+pub use crds::install as install_crds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

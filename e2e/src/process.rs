@@ -35,6 +35,11 @@ impl Service {
         }
     }
 
+    /// The server's process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's log file.
     pub fn log(&self) -> &Path {
         &self.log

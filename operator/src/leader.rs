@@ -3,6 +3,7 @@
 //! Writes use the Lease's resourceVersion (optimistic concurrency): of two replicas racing for
 //! an expired Lease only one update succeeds.
 
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -10,6 +11,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
 use kube::{Api, Client};
+
+/// Why leading ended.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeaderError {
+    /// Another replica took the Lease, or renewing failed for a whole lease duration.
+    #[error("lost the leader Lease {0}; another replica leads now")]
+    Lost(String),
+}
 
 /// What to do with the Lease now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +126,43 @@ impl Elector {
             // Another replica wrote first.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the Lease, then runs `work` while holding it: `work` is dropped (stopped) the
+    /// moment the Lease is lost, so a replica that no longer leads never writes. When `work`
+    /// ends on its own (shutdown) the Lease is released, so a standby takes over at once.
+    pub async fn lead<T>(&self, work: impl Future<Output = T>) -> Result<T, LeaderError> {
+        self.acquire().await;
+        tracing::info!(identity = %self.me, lease = %self.name, "leading");
+        tokio::select! {
+            out = work => {
+                self.release().await;
+                Ok(out)
+            }
+            () = self.keep() => Err(LeaderError::Lost(self.name.clone())),
+        }
+    }
+
+    /// Gives the Lease up if this replica holds it; a failure only delays the next leader.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing the leader lease");
         }
     }
 

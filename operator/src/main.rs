@@ -132,6 +132,9 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(args: RunArgs) -> Result<(), String> {
+    // Built together with the worker, rustls has two crypto backends and cannot pick one
+    // itself; the kube client's TLS then fails. Ring is the one kube is built with.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("connecting to the API server: {e}"))?;
@@ -179,12 +182,11 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         Duration::from_secs(15),
     );
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
-    elector.acquire().await;
-    tracing::info!(%identity, namespace = ?options.namespace, "leading; starting controllers");
-    tokio::select! {
-        () = controller::run(ctx, options) => Ok(()),
-        () = elector.keep() => Err("lost the leader lease; exiting so that another replica leads".into()),
-    }
+    // Losing the Lease ends the process, so that a restarted replica queues up again.
+    elector
+        .lead(controller::run(ctx, options))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn default_identity() -> String {

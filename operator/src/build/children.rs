@@ -86,7 +86,10 @@ mod tests {
             ),
             ("cache-key", vec![("secret-key", key.clone())]),
             ("main-signing-key", vec![("secret-key", key)]),
-            ("push-tokens", vec![("ci", "t0ken".into())]),
+            (
+                "push-tokens",
+                vec![("tokens", "0123456789abcdef push ci\n".into())],
+            ),
         ]
         .into_iter()
         .map(|(name, data)| {

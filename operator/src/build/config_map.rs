@@ -1,11 +1,9 @@
 //! The worker ConfigMap: every non-secret setting as an environment variable.
 //!
-//! Variables (the `larder` binary reads them; Secrets add `LARDER_DATABASE_URL` and, for static
-//! keys, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`):
-//! `LARDER_LISTEN`, `LARDER_CACHE_URL`, `LARDER_PRIORITY`, `LARDER_S3_BUCKET`,
-//! `LARDER_S3_REGION`, `LARDER_S3_ENDPOINT`, `LARDER_S3_FORCE_PATH_STYLE`, `LARDER_S3_PREFIX`,
-//! `LARDER_READ_PROXY`, `LARDER_REDIRECT_NARS`, `LARDER_READ_AUTH`, `LARDER_SIGNING_KEY_FILE`,
-//! `LARDER_PUSH_TOKENS_DIR`, `LARDER_OIDC_PROVIDERS` (JSON), `LARDER_LOG_FORMAT`.
+//! The `larder` binary is the source of truth: each variable is the `env` of one of its flags
+//! (`larder serve --help`, `larder gc --help`, `larder migrate --help`); a subcommand ignores the
+//! ones it has no flag for. Secrets add `LARDER_DATABASE_URL` and, for static keys,
+//! `LARDER_S3_ACCESS_KEY_ID` / `LARDER_S3_SECRET_ACCESS_KEY` (see `pod.rs`).
 
 use std::collections::BTreeMap;
 
@@ -21,25 +19,21 @@ pub fn data(cache: &CacheView) -> BTreeMap<String, String> {
     let mut set = |k: &str, v: String| {
         env.insert(k.to_string(), v);
     };
+    // `serve` listens on loopback unless told otherwise; the Service must reach it.
     set("LARDER_LISTEN", format!("0.0.0.0:{WORKER_PORT}"));
-    set("LARDER_LOG_FORMAT", "json".into());
-    set("LARDER_CACHE_URL", cache.url.clone());
+    set("LARDER_PUBLIC_URL", cache.url.clone());
     set("LARDER_PRIORITY", spec.priority.to_string());
-    set("LARDER_S3_BUCKET", storage.bucket.clone());
+    set(
+        "LARDER_STORAGE",
+        storage_url(&storage.bucket, storage.prefix.as_deref()),
+    );
     set("LARDER_S3_REGION", storage.region.clone());
-    // The AWS SDK reads the region from here when no endpoint override is given.
+    // The AWS SDK's credential chain (IRSA's STS call) reads the region from here.
     set("AWS_REGION", storage.region.clone());
     if let Some(endpoint) = &storage.endpoint {
         set("LARDER_S3_ENDPOINT", endpoint.clone());
     }
-    set(
-        "LARDER_S3_FORCE_PATH_STYLE",
-        storage.force_path_style.to_string(),
-    );
-    if let Some(prefix) = &storage.prefix {
-        set("LARDER_S3_PREFIX", prefix.clone());
-    }
-    set("LARDER_READ_PROXY", spec.read_proxy.enabled.to_string());
+    set("LARDER_S3_PATH_STYLE", storage.force_path_style.to_string());
     set(
         "LARDER_REDIRECT_NARS",
         spec.read_proxy.redirect_nars.to_string(),
@@ -49,15 +43,28 @@ pub fn data(cache: &CacheView) -> BTreeMap<String, String> {
         "LARDER_SIGNING_KEY_FILE",
         format!("{}/{}", pod::SIGNING_KEY_DIR, pod::SIGNING_KEY_FILE),
     );
-    if spec.push_tokens.is_some() {
-        set("LARDER_PUSH_TOKENS_DIR", pod::PUSH_TOKENS_DIR.into());
-    }
-    if !spec.oidc_providers.is_empty() {
-        // Serialising plain strings and vectors of strings cannot fail.
-        let json = serde_json::to_string(&spec.oidc_providers).unwrap_or_default();
-        set("LARDER_OIDC_PROVIDERS", json);
-    }
+    // Without a token file `serve` would make up a token per pod that nobody knows; an empty
+    // file says plainly that this cache takes no pushes.
+    let token_file = match spec.push_tokens {
+        Some(_) => format!("{}/{}", pod::TOKENS_DIR, pod::TOKENS_FILE),
+        None => "/dev/null".to_string(),
+    };
+    set("LARDER_TOKEN_FILE", token_file);
+    // With PostgreSQL, S3, a key file and a token file nothing is written there; pointing it
+    // into the writable /tmp keeps a stray write from failing on the read-only root.
+    set("LARDER_DATA_DIR", pod::DATA_DIR.to_string());
     env
+}
+
+/// `LARDER_STORAGE`: `s3://bucket` or `s3://bucket/prefix`.
+pub fn storage_url(bucket: &str, prefix: Option<&str>) -> String {
+    match prefix
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        Some(prefix) => format!("s3://{bucket}/{prefix}"),
+        None => format!("s3://{bucket}"),
+    }
 }
 
 /// The ConfigMap holding [`data`].
@@ -84,13 +91,14 @@ mod tests {
         let cache = fixtures::minimal();
         let view = fixtures::view(&cache, "http://main.nix.svc");
         let data = data(&view);
-        assert_eq!(data["LARDER_S3_BUCKET"], "nix-cache");
+        assert_eq!(data["LARDER_STORAGE"], "s3://nix-cache");
         assert_eq!(data["LARDER_S3_REGION"], "us-east-1");
+        assert_eq!(data["LARDER_S3_PATH_STYLE"], "false");
         assert_eq!(data["LARDER_PRIORITY"], "40");
-        assert_eq!(data["LARDER_READ_PROXY"], "true");
+        assert_eq!(data["LARDER_LISTEN"], "0.0.0.0:5050");
+        assert_eq!(data["LARDER_PUBLIC_URL"], "http://main.nix.svc");
+        assert_eq!(data["LARDER_TOKEN_FILE"], "/dev/null");
         assert!(!data.contains_key("LARDER_S3_ENDPOINT"));
-        assert!(!data.contains_key("LARDER_PUSH_TOKENS_DIR"));
-        assert!(!data.contains_key("LARDER_OIDC_PROVIDERS"));
     }
 
     #[test]
@@ -102,12 +110,47 @@ mod tests {
             data["LARDER_S3_ENDPOINT"],
             "https://s3.garage.internal:3900"
         );
-        assert_eq!(data["LARDER_S3_FORCE_PATH_STYLE"], "true");
-        assert_eq!(data["LARDER_S3_PREFIX"], "cache/main");
-        assert_eq!(data["LARDER_PUSH_TOKENS_DIR"], "/etc/larder/push-tokens");
-        let oidc: serde_json::Value = serde_json::from_str(&data["LARDER_OIDC_PROVIDERS"]).unwrap();
-        assert_eq!(oidc[0]["audience"], "larder");
-        assert_eq!(data["LARDER_CACHE_URL"], "https://cache.example.org");
+        assert_eq!(data["LARDER_S3_PATH_STYLE"], "true");
+        assert_eq!(data["LARDER_STORAGE"], "s3://nix-cache/cache/main");
+        assert_eq!(data["LARDER_TOKEN_FILE"], "/etc/larder/tokens/tokens");
+        assert_eq!(data["LARDER_REDIRECT_NARS"], "true");
+        assert_eq!(data["LARDER_PUBLIC_URL"], "https://cache.example.org");
+        assert_eq!(
+            data["LARDER_SIGNING_KEY_FILE"],
+            "/etc/larder/signing-key/secret-key"
+        );
+    }
+
+    #[test]
+    fn storage_url_trims_the_prefix() {
+        assert_eq!(storage_url("b", None), "s3://b");
+        assert_eq!(storage_url("b", Some("/")), "s3://b");
+        assert_eq!(storage_url("b", Some("/cache/x/")), "s3://b/cache/x");
+    }
+
+    #[test]
+    fn only_variables_the_worker_reads() {
+        // Every name is the `env` of a `larder` flag (or the AWS SDK's region); a typo here
+        // would be silently ignored by the worker.
+        let known = [
+            "AWS_REGION",
+            "LARDER_DATA_DIR",
+            "LARDER_LISTEN",
+            "LARDER_PRIORITY",
+            "LARDER_PUBLIC_URL",
+            "LARDER_READ_AUTH",
+            "LARDER_REDIRECT_NARS",
+            "LARDER_S3_ENDPOINT",
+            "LARDER_S3_PATH_STYLE",
+            "LARDER_S3_REGION",
+            "LARDER_SIGNING_KEY_FILE",
+            "LARDER_STORAGE",
+            "LARDER_TOKEN_FILE",
+        ];
+        let cache = fixtures::full();
+        for name in data(&fixtures::view(&cache, "http://x")).keys() {
+            assert!(known.contains(&name.as_str()), "{name}");
+        }
     }
 
     #[test]

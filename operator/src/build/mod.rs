@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-/// The port workers listen on inside the pod.
-pub const WORKER_PORT: i32 = 8080;
+/// The port workers listen on inside the pod (`larder serve`'s default port).
+pub const WORKER_PORT: i32 = 5050;
 
 /// Pod annotation holding the checksum of everything workers read at start.
 pub const CHECKSUM_ANNOTATION: &str = "larder.dev/config-checksum";

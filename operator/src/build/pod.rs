@@ -16,10 +16,14 @@ use crate::crd::BinaryCacheSpec;
 
 /// Where the signing key Secret is mounted.
 pub const SIGNING_KEY_DIR: &str = "/etc/larder/signing-key";
-/// Where the push tokens Secret is mounted (one file per token).
-pub const PUSH_TOKENS_DIR: &str = "/etc/larder/push-tokens";
 /// File inside [`SIGNING_KEY_DIR`] holding the key.
 pub const SIGNING_KEY_FILE: &str = "secret-key";
+/// Where the token file from the push tokens Secret is mounted.
+pub const TOKENS_DIR: &str = "/etc/larder/tokens";
+/// File inside [`TOKENS_DIR`] holding the tokens.
+pub const TOKENS_FILE: &str = "tokens";
+/// `--data-dir`, inside the writable `/tmp` volume.
+pub const DATA_DIR: &str = "/tmp/larder-data";
 /// Container name of every Larder process.
 pub const CONTAINER: &str = "larder";
 /// UID the image runs as; any non-root UID works since nothing is written but /tmp.
@@ -54,11 +58,11 @@ pub fn spec(cache: &str, spec: &BinaryCacheSpec, image: &str, process: &Process)
     }
     if let (true, Some(tokens)) = (process.push_tokens, &spec.push_tokens) {
         volumes.push(secret_volume(
-            "push-tokens",
+            "tokens",
             tokens.secret_name.clone(),
-            None,
+            Some((&tokens.key, TOKENS_FILE)),
         ));
-        mounts.push(mount("push-tokens", PUSH_TOKENS_DIR));
+        mounts.push(mount("tokens", TOKENS_DIR));
     }
     PodSpec {
         service_account_name: Some(names::workers(cache)),
@@ -106,7 +110,8 @@ fn spec_needs_token(spec: &BinaryCacheSpec) -> bool {
         .is_some_and(|c| c.role_arn.is_some())
 }
 
-/// The environment taken from Secrets: the database URL and, when given, static S3 keys.
+/// The environment taken from Secrets: the database URL and, when given, static S3 keys
+/// (the worker's own `--s3-access-key-id` / `--s3-secret-access-key`).
 fn secret_env(spec: &BinaryCacheSpec) -> Vec<EnvVar> {
     let db = &spec.database.url_secret;
     let mut env = vec![secret_var("LARDER_DATABASE_URL", &db.name, &db.key)];
@@ -117,12 +122,12 @@ fn secret_env(spec: &BinaryCacheSpec) -> Vec<EnvVar> {
         .and_then(|c| c.secret.as_ref())
     {
         env.push(secret_var(
-            "AWS_ACCESS_KEY_ID",
+            "LARDER_S3_ACCESS_KEY_ID",
             &secret.name,
             &secret.access_key_id_key,
         ));
         env.push(secret_var(
-            "AWS_SECRET_ACCESS_KEY",
+            "LARDER_S3_SECRET_ACCESS_KEY",
             &secret.name,
             &secret.secret_access_key_key,
         ));
@@ -244,8 +249,8 @@ mod tests {
             names,
             [
                 "LARDER_DATABASE_URL",
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY"
+                "LARDER_S3_ACCESS_KEY_ID",
+                "LARDER_S3_SECRET_ACCESS_KEY"
             ]
         );
         let key = env[1]
@@ -271,7 +276,7 @@ mod tests {
         assert_eq!(volumes, ["tmp"]);
         let pod = spec("main", &cache.spec, "larder:1", &serve());
         let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(volumes, ["tmp", "signing-key", "push-tokens"]);
+        assert_eq!(volumes, ["tmp", "signing-key", "tokens"]);
     }
 
     #[test]

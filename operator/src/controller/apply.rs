@@ -24,8 +24,9 @@ pub enum Applied {
     Unchanged,
 }
 
-/// Applies `obj` in `namespace` and says whether that created or changed it.
-pub async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<Applied, Error>
+/// Applies `obj` in `namespace`; returns the object as stored and whether that created or
+/// changed it.
+pub async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<(Applied, K), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -45,11 +46,12 @@ where
         .patch(&name, &params, &Patch::Apply(obj))
         .await
         .map_err(|e| Error::kube("apply", K::kind(&()), &name, e))?;
-    Ok(match before {
+    let applied = match before {
         None => Applied::Created,
         Some(b) if b.metadata.resource_version != after.meta().resource_version => Applied::Updated,
         Some(_) => Applied::Unchanged,
-    })
+    };
+    Ok((applied, after))
 }
 
 /// Creates `obj` unless an object of that name exists; never overwrites (keys are made once).

@@ -4,11 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -16,8 +13,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::apply;
-use super::{events, Context, Error, MANAGER};
+use super::children as controller_children;
+use super::events::{self, Note};
+use super::{apply, Context, Error, MANAGER};
 use crate::build::rollout::{self, MigrationFacts, Rollout};
 use crate::build::{children, deployment, migration_job, names, signing_key};
 use crate::crd::{BinaryCache, BinaryCacheStatus};
@@ -33,6 +31,7 @@ const WAITING: Duration = Duration::from_secs(30);
 pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = cache.namespace().ok_or(Error::Metadata("namespace"))?;
     let client = &ctx.client;
+    let mut notes = Vec::new();
 
     // Fetch: every referenced Secret.
     let mut secrets =
@@ -47,23 +46,20 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     }) = &valid
     {
         let secret = signing_key::build(view, &signing_key::generate(key_name, random_seed()?));
+        let key_secret = secret.name_any();
         if apply::create_once(client, &namespace, &secret).await? {
-            let note = format!(
-                "generated signing key {key_name} in Secret {}",
-                secret.name_any()
-            );
-            events::publish(
-                &ctx.recorder,
-                cache.as_ref(),
-                EventType::Normal,
-                "SigningKeyGenerated",
-                "Create",
-                note,
-            )
-            .await;
+            notes.push(Note {
+                type_: EventType::Normal,
+                reason: "SigningKeyGenerated".into(),
+                action: "Create",
+                note: format!("generated signing key {key_name} in Secret {key_secret}"),
+                related: Some(secret.object_ref(&())),
+            });
+            secrets.insert(key_secret, Some(secret_data(&secret)));
+        } else {
+            // Someone else made it meanwhile: use theirs.
+            secrets.extend(fetch_secrets(client, &namespace, &[key_secret]).await?);
         }
-        let key_secret = names::signing_key_secret(&cache.name_any(), &cache.spec);
-        secrets.extend(fetch_secrets(client, &namespace, &[key_secret]).await?);
         valid = validate::validate(&cache, &secrets, &ctx.defaults);
     }
     let valid = match valid {
@@ -73,17 +69,21 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
 
     if cache.spec.suspend {
         write_status(client, &cache, &Outcome::Suspended, facts(&valid, None)).await?;
+        events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
         return Ok(Action::requeue(RESYNC));
     }
 
     // Facts about the rollout: the running Deployment and the migration Job.
     let name = valid.view.name;
-    let current: Option<Deployment> = get(client, &namespace, &names::workers(name)).await?;
     let job_name = names::migration_job(
         name,
         &migration_job::key(&valid.image, &valid.database_checksum),
     );
-    let job: Option<Job> = get(client, &namespace, &job_name).await?;
+    let workers_name = names::workers(name);
+    let (current, job) = futures::try_join!(
+        get::<Deployment>(client, &namespace, &workers_name),
+        get::<Job>(client, &namespace, &job_name),
+    )?;
     let old = cache.status.clone().unwrap_or_default();
     let migration = MigrationFacts {
         migrated_image: old.migrated_image.clone(),
@@ -98,13 +98,16 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
 
     // Build (pure) and apply.
     let wanted = children::build(&valid, &rollout);
-    let applied = apply_children(&ctx, &cache, &namespace, wanted).await?;
+    let uid = cache.uid().unwrap_or_default();
+    let (applied_notes, applied) =
+        controller_children::apply_all(client, &namespace, name, &uid, wanted).await?;
+    notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
     let outcome = Outcome::Applied {
         rollout: &rollout,
         workers,
-        migration_job: rollout.needs_migration_job().then_some(job_name),
+        migration_job: rollout.needs_migration_job().then(|| job_name.clone()),
     };
     write_status(
         client,
@@ -114,90 +117,19 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     )
     .await?;
     if let Rollout::MigrationFailed { message, .. } = &rollout {
-        let note = format!("migration to {} failed: {message}", valid.image);
-        events::publish(
-            &ctx.recorder,
-            cache.as_ref(),
-            EventType::Warning,
-            "MigrationFailed",
-            "Migrate",
-            note,
-        )
-        .await;
+        notes.push(Note {
+            type_: EventType::Warning,
+            reason: "MigrationFailed".into(),
+            action: "Migrate",
+            note: format!("migration to {} failed: {message}", valid.image),
+            related: Some(events::reference::<Job>(&namespace, &job_name)),
+        });
     }
+    events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
     Ok(match rollout {
         Rollout::Migrating { .. } => Action::requeue(WAITING),
         _ => Action::requeue(RESYNC),
     })
-}
-
-/// Applies every wanted child, removes unwanted optional ones, and returns the applied Deployment.
-async fn apply_children(
-    ctx: &Context,
-    cache: &BinaryCache,
-    namespace: &str,
-    wanted: children::CacheChildren,
-) -> Result<Option<Deployment>, Error> {
-    let client = &ctx.client;
-    let name = cache.name_any();
-    let uid = cache.uid().unwrap_or_default();
-    macro_rules! ensure {
-        ($obj:expr) => {{
-            let obj = $obj;
-            let result = apply::apply(client, namespace, &obj).await?;
-            events::child_applied(
-                &ctx.recorder,
-                cache,
-                &kind_of(&obj),
-                &obj.name_any(),
-                result,
-            )
-            .await;
-        }};
-    }
-    macro_rules! ensure_or_remove {
-        ($ty:ty, $opt:expr, $child:expr) => {{
-            match $opt {
-                Some(obj) => ensure!(obj),
-                None => {
-                    if apply::delete_owned::<$ty>(client, namespace, &$child, &uid).await? {
-                        let note = format!("Deleted {} {}", <$ty>::kind(&()), $child);
-                        events::publish(
-                            &ctx.recorder,
-                            cache,
-                            EventType::Normal,
-                            "Deleted",
-                            "Delete",
-                            note,
-                        )
-                        .await;
-                    }
-                }
-            }
-        }};
-    }
-    ensure!(wanted.service_account);
-    ensure!(wanted.config_map);
-    ensure!(wanted.service);
-    if let Some(job) = wanted.migration_job {
-        ensure!(job);
-    }
-    let deployment = wanted.deployment.clone();
-    if let Some(d) = wanted.deployment {
-        ensure!(d);
-    }
-    ensure_or_remove!(PodDisruptionBudget, wanted.pdb, names::workers(&name));
-    ensure_or_remove!(HorizontalPodAutoscaler, wanted.hpa, names::workers(&name));
-    ensure_or_remove!(Ingress, wanted.ingress, names::workers(&name));
-    ensure_or_remove!(CronJob, wanted.index_cronjob, names::index_cronjob(&name));
-    if deployment.is_none() {
-        return Ok(None);
-    }
-    get(client, namespace, &names::workers(&name)).await
-}
-
-fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> std::borrow::Cow<'static, str> {
-    K::kind(&())
 }
 
 /// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
@@ -213,15 +145,14 @@ async fn report_invalid(
         .map(|c| (c.reason.clone(), c.observed_generation));
     // One Warning per new reason or generation, not one per retry.
     if was != Some((invalid.reason().to_string(), cache.metadata.generation)) {
-        events::publish(
-            &ctx.recorder,
-            cache,
-            EventType::Warning,
-            invalid.reason(),
-            "Validate",
-            invalid.to_string(),
-        )
-        .await;
+        let note = Note {
+            type_: EventType::Warning,
+            reason: invalid.reason().into(),
+            action: "Validate",
+            note: invalid.to_string(),
+            related: None,
+        };
+        events::publish(&ctx.fresh_recorder(), cache, note).await;
     }
     write_status(
         &ctx.client,
@@ -293,12 +224,17 @@ pub(super) async fn fetch_secrets(
     namespace: &str,
     names: &[String],
 ) -> Result<validate::Secrets, Error> {
-    let mut out = validate::Secrets::new();
-    for name in names {
-        let secret: Option<Secret> = get(client, namespace, name).await?;
-        out.insert(name.clone(), secret.as_ref().map(secret_data));
-    }
-    Ok(out)
+    let found = futures::future::try_join_all(
+        names
+            .iter()
+            .map(|name| get::<Secret>(client, namespace, name)),
+    )
+    .await?;
+    Ok(names
+        .iter()
+        .cloned()
+        .zip(found.iter().map(|s| s.as_ref().map(secret_data)))
+        .collect())
 }
 
 pub(super) async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, Error>

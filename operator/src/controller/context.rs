@@ -22,6 +22,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Failure counts for retries.
     pub backoff: Arc<Backoff>,
+    reporter: Reporter,
 }
 
 impl Context {
@@ -37,11 +38,18 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             defaults,
             metrics,
             backoff: Arc::default(),
         }
+    }
+
+    /// A recorder with nothing to fold into: for Events whose note is the news (a new
+    /// validation message under the same reason), which callers publish once per change.
+    pub fn fresh_recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 }

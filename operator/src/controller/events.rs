@@ -1,51 +1,91 @@
 //! Kubernetes Events on the reconciled object; failing to publish one never fails a reconcile.
+//!
+//! kube's Recorder folds an Event into an earlier one (a series, keeping the first note) when
+//! type, reason, action and the objects it is about agree; the note does not count. So every
+//! Event about a child names the child as its related object, and notes that differ under one
+//! reason (validation messages) go through a recorder of their own.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::Resource;
 
 use super::apply::Applied;
 
-/// Publishes a Normal event when a child was created or changed.
-pub async fn child_applied<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    owner: &K,
-    kind: &str,
-    name: &str,
-    applied: Applied,
-) {
-    let reason = match applied {
-        Applied::Created => "Created",
-        Applied::Updated => "Updated",
-        Applied::Unchanged => return,
-    };
-    publish(
-        recorder,
-        owner,
-        EventType::Normal,
-        reason,
-        "Apply",
-        format!("{reason} {kind} {name}"),
-    )
-    .await;
+/// One Event to publish about a reconciled object.
+#[derive(Clone, Debug)]
+pub struct Note {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What the operator did or tried.
+    pub action: &'static str,
+    /// The message.
+    pub note: String,
+    /// The other object the Event is about (a child, a Job).
+    pub related: Option<ObjectReference>,
 }
 
-/// Publishes an event.
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    owner: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+impl Note {
+    /// A Normal Event for a child that was created or changed; none when it was unchanged.
+    pub fn applied<C: Resource<DynamicType = ()>>(child: &C, applied: Applied) -> Option<Note> {
+        let reason = match applied {
+            Applied::Created => "Created",
+            Applied::Updated => "Updated",
+            Applied::Unchanged => return None,
+        };
+        let name = child.meta().name.as_deref().unwrap_or_default();
+        Some(Note {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            action: "Apply",
+            note: format!("{reason} {} {name}", C::kind(&())),
+            related: Some(child.object_ref(&())),
+        })
+    }
+
+    /// A Normal Event for a child that was deleted.
+    pub fn deleted<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
+        Note {
+            type_: EventType::Normal,
+            reason: "Deleted".to_string(),
+            action: "Delete",
+            note: format!("Deleted {} {name}", C::kind(&())),
+            related: Some(reference::<C>(namespace, name)),
+        }
+    }
+}
+
+/// A reference to an object known only by its type and name.
+pub fn reference<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(C::api_version(&()).into_owned()),
+        kind: Some(C::kind(&()).into_owned()),
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Publishes `note` about `owner`.
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Recorder, owner: &K, note: Note) {
     let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: action.to_string(),
-        secondary: None,
+        type_: note.type_,
+        reason: note.reason,
+        note: Some(note.note),
+        action: note.action.to_string(),
+        secondary: note.related,
     };
     if let Err(e) = recorder.publish(&event, &owner.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish event");
+        tracing::warn!(error = %e, reason = %event.reason, "could not publish event");
     }
+}
+
+/// Publishes every note about `owner`, side by side.
+pub async fn publish_all<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    owner: &K,
+    notes: Vec<Note>,
+) {
+    futures::future::join_all(notes.into_iter().map(|n| publish(recorder, owner, n))).await;
 }

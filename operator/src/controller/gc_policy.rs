@@ -13,7 +13,8 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::binary_cache::get;
-use super::{apply, events, Context, Error, MANAGER};
+use super::events::{self, Note};
+use super::{apply, Context, Error, MANAGER};
 use crate::build::{gc_cronjob, GC_POLICY_LABEL};
 use crate::crd::{BinaryCache, GCPolicy, GcResult};
 use crate::status::gc_policy::{self as status, JOB_NAME_LABEL};
@@ -40,17 +41,10 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
 
     // Build (pure) and apply.
     let cronjob = gc_cronjob::build(&view);
-    let result = apply::apply(client, &namespace, &cronjob).await?;
-    events::child_applied(
-        &ctx.recorder,
-        policy.as_ref(),
-        "CronJob",
-        &cronjob.name_any(),
-        result,
-    )
-    .await;
-    let applied: Option<CronJob> = get(client, &namespace, &cronjob.name_any()).await?;
-    let applied = applied.unwrap_or(cronjob);
+    let (result, applied) = apply::apply(client, &namespace, &cronjob).await?;
+    if let Some(note) = Note::applied(&cronjob, result) {
+        events::publish(&ctx.recorder, policy.as_ref(), note).await;
+    }
 
     // Runs: the policy's Jobs and their pods.
     let selector = format!("{GC_POLICY_LABEL}={}", view.name);
@@ -73,13 +67,14 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
         };
         let note = match &run.summary {
             Some(s) => format!(
-                "Job {}: {} objects ({} bytes) deleted, {} roots expired, {} failures in {:.1}s",
+                "Job {}{}: {} objects ({} bytes) deleted, {} roots expired, {} failures in {} ms",
                 run.job_name,
+                if s.dry_run { " (dry run)" } else { "" },
                 s.objects_deleted,
                 s.bytes_deleted,
                 s.roots_expired,
                 s.failures,
-                s.duration_seconds
+                s.duration_ms
             ),
             None => format!(
                 "Job {}: {}",
@@ -87,15 +82,14 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
                 run.message.as_deref().unwrap_or("no summary")
             ),
         };
-        events::publish(
-            &ctx.recorder,
-            policy.as_ref(),
+        let note = Note {
             type_,
-            reason,
-            "Collect",
+            reason: reason.into(),
+            action: "Collect",
             note,
-        )
-        .await;
+            related: Some(events::reference::<Job>(&namespace, &run.job_name)),
+        };
+        events::publish(&ctx.recorder, policy.as_ref(), note).await;
     }
     write_status(client, &policy, Ok((&applied, run))).await?;
     Ok(Action::requeue(RESYNC))
@@ -127,15 +121,14 @@ async fn report_invalid(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
         .map(|c| (c.reason.clone(), c.observed_generation));
     if was != Some((invalid.reason().to_string(), policy.metadata.generation)) {
-        events::publish(
-            &ctx.recorder,
-            policy,
-            EventType::Warning,
-            invalid.reason(),
-            "Validate",
-            invalid.to_string(),
-        )
-        .await;
+        let note = Note {
+            type_: EventType::Warning,
+            reason: invalid.reason().into(),
+            action: "Validate",
+            note: invalid.to_string(),
+            related: None,
+        };
+        events::publish(&ctx.fresh_recorder(), policy, note).await;
     }
     write_status(&ctx.client, policy, Err(invalid)).await?;
     ctx.metrics

@@ -6,6 +6,7 @@
 mod apply;
 mod backoff;
 pub mod binary_cache;
+mod children;
 mod context;
 mod events;
 pub mod gc_policy;

@@ -39,10 +39,11 @@ pub struct BinaryCacheSpec {
     /// The Ed25519 key the workers sign narinfos with.
     #[serde(default)]
     pub signing_key: SigningKeySpec,
-    /// Bearer tokens allowed to push (a Secret whose keys are token names and values tokens).
+    /// Bearer tokens the workers accept (push, read, admin); without it the cache takes no pushes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_tokens: Option<PushTokensSpec>,
-    /// OIDC issuers whose tokens may push (CI systems such as GitHub Actions).
+    /// OIDC issuers whose tokens may push (CI systems such as GitHub Actions). Reserved: the
+    /// worker does not verify OIDC tokens yet, so the operator passes nothing on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub oidc_providers: Vec<OidcProviderSpec>,
     /// How workers serve reads.
@@ -191,13 +192,23 @@ fn default_signing_key_key() -> String {
     "secret-key".into()
 }
 
-/// The Secret holding push tokens.
+/// The Secret holding the workers' token file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushTokensSpec {
-    /// Secret name; every key is a token name, every value a token.
+    /// Secret name.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
+    /// Key inside the Secret holding the token file `larder serve --token-file` reads: one
+    /// token a line, `<token> <scopes> [name]`, scopes a comma-separated subset of `push`,
+    /// `read` and `admin`, tokens at least 16 characters.
+    #[serde(default = "default_tokens_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_tokens_key() -> String {
+    "tokens".into()
 }
 
 /// One trusted OIDC issuer.
@@ -215,29 +226,16 @@ pub struct OidcProviderSpec {
     pub subjects: Vec<String>,
 }
 
-/// Read proxy behaviour.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Read proxy behaviour; workers always serve reads, so private buckets work.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadProxySpec {
-    /// Serve cache reads through the workers (needed for private buckets).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
     /// Answer NAR reads with a 307 to a presigned bucket URL instead of streaming them.
     #[serde(default)]
     pub redirect_nars: bool,
-    /// Require a push or read token for reads.
+    /// Require a token with the `read` scope for reads (Nix sends it from netrc).
     #[serde(default)]
     pub require_auth: bool,
-}
-
-impl Default for ReadProxySpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            redirect_nars: false,
-            require_auth: false,
-        }
-    }
 }
 
 fn default_true() -> bool {

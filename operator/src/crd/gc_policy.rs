@@ -7,8 +7,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A Go-style duration as `larder gc` accepts it (`720h`, `90m`, `1h30m`).
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// A duration as `larder gc` accepts it (`720h`, `30d`, `1h30m`, `1.5h`).
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d|w))+$";
 
 /// Desired garbage collection of one cache.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -134,26 +134,36 @@ pub enum GcResult {
     Failed,
 }
 
-/// The one-line JSON summary `larder gc` writes to its termination message.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+/// The one-line JSON summary `larder gc` prints last and writes to its termination message;
+/// reported in camelCase, read in the worker's snake_case.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GcSummary {
+    /// The run changed nothing.
+    #[serde(default, alias = "dry_run")]
+    pub dry_run: bool,
+    /// Abandoned upload sessions removed.
+    #[serde(default, alias = "stale_sessions")]
+    pub stale_sessions: u64,
     /// Roots that aged out.
     #[serde(default, alias = "roots_expired")]
     pub roots_expired: u64,
-    /// Objects found reachable.
+    /// Objects found unreachable in this run.
     #[serde(default, alias = "objects_marked")]
     pub objects_marked: u64,
-    /// Objects deleted (or that would be, in a dry run).
+    /// Their size in bytes.
+    #[serde(default, alias = "bytes_marked")]
+    pub bytes_marked: i64,
+    /// Objects deleted from the bucket and the database.
     #[serde(default, alias = "objects_deleted")]
     pub objects_deleted: u64,
-    /// Bytes freed.
+    /// Bytes those objects held.
     #[serde(default, alias = "bytes_deleted")]
-    pub bytes_deleted: u64,
-    /// Deletions that failed and will be retried next run.
+    pub bytes_deleted: i64,
+    /// Deletions the bucket refused; retried next run.
     #[serde(default)]
     pub failures: u64,
-    /// Wall time of the run in seconds.
-    #[serde(default, alias = "duration_seconds")]
-    pub duration_seconds: f64,
+    /// Wall time of the run in milliseconds.
+    #[serde(default, alias = "duration_ms")]
+    pub duration_ms: u64,
 }

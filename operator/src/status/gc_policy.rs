@@ -246,7 +246,8 @@ mod tests {
         }
     }
 
-    const SUMMARY: &str = r#"{"roots_expired":3,"objects_marked":120,"objects_deleted":40,"bytes_deleted":1048576,"failures":0,"duration_seconds":2.5}"#;
+    /// A line exactly as `larder gc` prints it.
+    const SUMMARY: &str = r#"{"dry_run":false,"stale_sessions":1,"roots_expired":3,"objects_marked":120,"bytes_marked":2097152,"objects_deleted":40,"bytes_deleted":1048576,"failures":0,"duration_ms":2500}"#;
 
     #[test]
     fn newest_finished_run_with_its_summary() {
@@ -262,7 +263,10 @@ mod tests {
         let summary = run.summary.unwrap();
         assert_eq!(summary.objects_deleted, 40);
         assert_eq!(summary.bytes_deleted, 1_048_576);
-        assert_eq!(summary.duration_seconds, 2.5);
+        assert_eq!(summary.duration_ms, 2500);
+        assert_eq!(summary.stale_sessions, 1);
+        assert_eq!(summary.bytes_marked, 2_097_152);
+        assert!(!summary.dry_run);
         assert_eq!(run.message, None);
     }
 

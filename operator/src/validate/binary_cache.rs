@@ -78,6 +78,16 @@ pub enum InvalidCache {
         /// What is wrong with the key.
         source: KeyError,
     },
+    /// The token file in the push tokens Secret would be refused by the worker.
+    #[error("Secret {secret} key {key:?} is not a token file the worker accepts: {source}")]
+    TokenFile {
+        /// The Secret's name.
+        secret: String,
+        /// The key holding the file.
+        key: String,
+        /// What is wrong, by line.
+        source: super::token_file::TokenFileError,
+    },
     /// A field has a value the schema let through but the operator cannot use.
     #[error("spec.{field}: {message}")]
     Field {
@@ -96,6 +106,7 @@ impl InvalidCache {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
             Self::SigningKey { .. } => "InvalidSigningKey",
+            Self::TokenFile { .. } => "InvalidTokenFile",
             Self::Field { .. } => "InvalidSpec",
         }
     }
@@ -105,7 +116,10 @@ impl InvalidCache {
     pub fn waits_on_other_objects(&self) -> bool {
         matches!(
             self,
-            Self::SecretNotFound { .. } | Self::SecretKeyMissing { .. } | Self::SigningKey { .. }
+            Self::SecretNotFound { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::SigningKey { .. }
+                | Self::TokenFile { .. }
         )
     }
 }
@@ -190,6 +204,12 @@ pub fn validate<'a>(
         );
     }
     if let Some(tokens) = &spec.push_tokens {
+        let file = require_key(secrets, &tokens.secret_name, &tokens.key, "push tokens")?;
+        super::token_file::check(file).map_err(|source| InvalidCache::TokenFile {
+            secret: tokens.secret_name.clone(),
+            key: tokens.key.clone(),
+            source,
+        })?;
         let data = require(secrets, &tokens.secret_name, "push tokens")?;
         pod_secrets.insert(tokens.secret_name.clone(), data.clone());
     }
@@ -319,6 +339,8 @@ mod tests {
     use super::*;
     use crate::build::fixtures;
 
+    const TOKENS: &str = "0123456789abcdef push ci\n";
+
     fn defaults() -> Defaults {
         Defaults {
             worker_image: "larder:default".into(),
@@ -392,7 +414,12 @@ mod tests {
                 purpose: "push tokens"
             }
         );
-        found.extend(secrets(&[("push-tokens", &[("ci", "t0ken")])]));
+        found.extend(secrets(&[("push-tokens", &[("tokens", "t0ken")])]));
+        let err = validate(&cache, &found, &defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidTokenFile");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.waits_on_other_objects());
+        found.extend(secrets(&[("push-tokens", &[("tokens", TOKENS)])]));
         let valid = validate(&cache, &found, &defaults()).unwrap();
         assert_eq!(valid.image, "larder:1.2.3");
         assert_eq!(valid.view.url, "https://cache.example.org");

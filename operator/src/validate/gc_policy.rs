@@ -18,8 +18,8 @@ pub enum InvalidGcPolicy {
     /// The cache's database has not been migrated yet, so no image is known to be safe.
     #[error("BinaryCache {0} has not finished its database migration")]
     CacheNotReady(String),
-    /// A duration is not Go-style.
-    #[error("spec.{field}: {value:?} is not a duration like 720h or 1h30m")]
+    /// A duration `larder gc` would refuse.
+    #[error("spec.{field}: {value:?} is not a duration like 720h, 30d or 1h30m")]
     Duration {
         /// The field.
         field: &'static str,
@@ -131,11 +131,11 @@ mod tests {
     #[test]
     fn bad_duration_is_invalid_spec() {
         let mut policy = fixtures::gc_policy();
-        policy.spec.retention = "30d".into();
+        policy.spec.retention = "30y".into();
         let cache = migrated_cache();
         let err = validate_gc_policy(&policy, Some(&cache)).unwrap_err();
         assert_eq!(err.reason(), "InvalidSpec");
-        assert!(err.to_string().contains("30d"));
+        assert!(err.to_string().contains("30y"));
         assert!(!err.waits_on_other_objects());
     }
 }

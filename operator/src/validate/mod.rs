@@ -4,6 +4,7 @@
 mod binary_cache;
 mod duration;
 mod gc_policy;
+pub mod token_file;
 
 pub use binary_cache::*;
 pub use duration::parse_duration;

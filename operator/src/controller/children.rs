@@ -1,0 +1,133 @@
+//! Applying a cache's children: two rounds of concurrent server-side applies.
+//!
+//! The first round makes what pods need before they can be created (their ServiceAccount,
+//! whose absence makes the API server refuse a pod) and what serves them; the second makes
+//! what creates pods. Within a round nothing depends on anything else, so the applies go
+//! out side by side: a reconcile takes a few round trips instead of one per child.
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::events::Note;
+use super::{apply, Error};
+use crate::build::children::CacheChildren;
+use crate::build::names;
+
+/// Applies every wanted child and removes unwanted optional ones (only those `owner_uid`
+/// controls). Returns the Events to publish and the Deployment as stored, if wanted.
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    cache: &str,
+    owner_uid: &str,
+    wanted: CacheChildren,
+) -> Result<(Vec<Note>, Option<Deployment>), Error> {
+    let workers = names::workers(cache);
+    let index = names::index_cronjob(cache);
+    let first = futures::try_join!(
+        ensure(client, namespace, Some(&wanted.service_account)),
+        ensure(client, namespace, Some(&wanted.config_map)),
+        ensure(client, namespace, Some(&wanted.service)),
+        ensure_or_remove::<PodDisruptionBudget>(
+            client,
+            namespace,
+            wanted.pdb.as_ref(),
+            &workers,
+            owner_uid
+        ),
+        ensure_or_remove::<HorizontalPodAutoscaler>(
+            client,
+            namespace,
+            wanted.hpa.as_ref(),
+            &workers,
+            owner_uid
+        ),
+        ensure_or_remove::<Ingress>(
+            client,
+            namespace,
+            wanted.ingress.as_ref(),
+            &workers,
+            owner_uid
+        ),
+    )?;
+    let second = futures::try_join!(
+        ensure(client, namespace, wanted.migration_job.as_ref()),
+        ensure(client, namespace, wanted.deployment.as_ref()),
+        ensure_or_remove::<CronJob>(
+            client,
+            namespace,
+            wanted.index_cronjob.as_ref(),
+            &index,
+            owner_uid
+        ),
+    )?;
+    let (sa, cm, svc, pdb, hpa, ingress) = first;
+    let (job, (deployment_note, deployment), index) = second;
+    let notes = [
+        sa.0,
+        cm.0,
+        svc.0,
+        pdb,
+        hpa,
+        ingress,
+        job.0,
+        deployment_note,
+        index,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Ok((notes, deployment))
+}
+
+/// Applies `obj` when given; its Event (if it changed) and the object as stored.
+async fn ensure<K>(
+    client: &Client,
+    namespace: &str,
+    obj: Option<&K>,
+) -> Result<(Option<Note>, Option<K>), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let Some(obj) = obj else {
+        return Ok((None, None));
+    };
+    let (applied, stored) = apply::apply(client, namespace, obj).await?;
+    Ok((Note::applied(obj, applied), Some(stored)))
+}
+
+/// Applies `obj` when given, else deletes the child `name` if `owner_uid` controls it.
+async fn ensure_or_remove<K>(
+    client: &Client,
+    namespace: &str,
+    obj: Option<&K>,
+    name: &str,
+    owner_uid: &str,
+) -> Result<Option<Note>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    if let Some(obj) = obj {
+        debug_assert_eq!(obj.name_any(), name);
+        return Ok(ensure(client, namespace, Some(obj)).await?.0);
+    }
+    let deleted = apply::delete_owned::<K>(client, namespace, name, owner_uid).await?;
+    Ok(deleted.then(|| Note::deleted::<K>(namespace, name)))
+}
