@@ -50,11 +50,11 @@ async fn refuse_declared_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > MAX_BODY as u64 => axum::response::IntoResponse::into_response(
-            error::ApiError::TooLarge(format!(
+        Some(n) if n > MAX_BODY as u64 => {
+            axum::response::IntoResponse::into_response(error::ApiError::TooLarge(format!(
                 "request body of {n} bytes exceeds the limit of {MAX_BODY} bytes"
-            )),
-        ),
+            )))
+        }
         _ => next.run(request).await,
     }
 }
