@@ -4,49 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use larder_worker::db::journal::{self, JournalRow};
-use larder_worker::db::pending::{self, ClosureObject};
+use larder_worker::db::pending;
 use larder_worker::db::{gc, Db};
+
+mod index_support;
+
+use index_support::{nar, narinfo, postgres, push, sqlite};
 
 const A: &str = "b6gvzjyb2pg0kjfwn6a6llj3k1bq6dwi";
 const B: &str = "00000000000000000000000000000001";
-
-fn narinfo(hash: &str, refs: &[String]) -> ClosureObject {
-    ClosureObject {
-        key: format!("{hash}.narinfo"),
-        kind: 0,
-        refs: refs.to_vec(),
-        nar_size: None,
-        file_size: None,
-        file_hash: None,
-    }
-}
-
-fn nar(n: char) -> ClosureObject {
-    ClosureObject {
-        key: format!("nar/{}.nar.zst", n.to_string().repeat(52)),
-        kind: 1,
-        refs: vec![],
-        nar_size: Some(10),
-        file_size: Some(5),
-        file_hash: None,
-    }
-}
-
-async fn sqlite() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("l.db").display()))
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    (dir, db)
-}
-
-async fn postgres(test: &str) -> Db {
-    let url = larder_e2e::postgres::database(test);
-    let db = Db::connect(&url).await.unwrap();
-    db.migrate().await.unwrap();
-    db
-}
 
 /// Assigns every waiting row to `segment` as a publisher would, returning them.
 async fn publish(db: &Db, segment: i64) -> Vec<JournalRow> {
@@ -61,12 +27,6 @@ fn row(op: &str, hash: &str) -> JournalRow {
         op: op.into(),
         hash: hash.into(),
     }
-}
-
-async fn push(db: &Db, objects: &[ClosureObject], now: i64) {
-    let root = objects[0].key.clone();
-    let started = pending::start(db, &root, objects, now).await.unwrap();
-    assert!(pending::complete(db, started.id, now).await.unwrap());
 }
 
 async fn scenario(db: Db) {

@@ -5,6 +5,7 @@
 //! advisory locks) branch on [`Backend`]. Times are Unix milliseconds.
 
 pub mod gc;
+pub mod index_epochs;
 pub mod journal;
 pub mod pending;
 
