@@ -1,6 +1,7 @@
 //! The `larder` command line: one file per subcommand.
 
 pub mod gc;
+pub mod index;
 pub mod keygen;
 pub mod migrate;
 pub mod serve;
@@ -29,6 +30,8 @@ pub enum Command {
     Push(crate::push::args::PushArgs),
     /// Collect garbage once: expire old roots, delete what no root reaches.
     Gc(gc::GcArgs),
+    /// The binary cache index (RFC 0195): build and publish it, or query a cache's.
+    Index(index::IndexArgs),
     /// Apply database migrations and exit (run before rolling out a new version).
     Migrate(migrate::MigrateArgs),
     /// Print a new signing key in Nix's format, and its public key on stderr.
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve::run(args).await,
         Command::Push(args) => Ok(crate::push::args::run(args).await.map(drop)?),
         Command::Gc(args) => gc::run(args).await,
+        Command::Index(args) => index::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Keygen(args) => keygen::run(args),
     }

@@ -7,6 +7,7 @@
 pub mod gc;
 pub mod index_epochs;
 pub mod journal;
+pub mod lease;
 pub mod pending;
 
 use std::str::FromStr;

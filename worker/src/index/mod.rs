@@ -8,10 +8,12 @@
 //! `query` (a client's answer), `paths` (object keys and request paths).
 //!
 //! Writing and publishing it: `plan` (the writers' decisions, pure), `files` (index files
-//! in the object store), `publish` (the journal publisher `larder serve` runs).
+//! in the object store), `publish` (the journal publisher `larder serve` runs), `build`
+//! (`larder index build`).
 
 pub mod bits;
 pub mod bloom;
+pub mod build;
 pub mod checksums;
 pub mod compress;
 pub mod delta;
