@@ -27,7 +27,10 @@ pub struct IndexArgs {
 pub enum IndexCommand {
     /// Build the next epoch of the binary cache index (RFC 0195) from the database and
     /// publish it; exclusive across replicas, safe beside pushes and GC.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Ask a cache's index about store paths: absent, probably-present, present, or
+    /// unknown (the index cannot tell; ask for the narinfo).
+    Query(super::index_query::QueryArgs),
 }
 
 /// Arguments of `larder index build`.
@@ -58,7 +61,8 @@ pub struct BuildArgs {
 /// Runs `larder index …`.
 pub async fn run(args: IndexArgs) -> Result<(), CliError> {
     match args.command {
-        IndexCommand::Build(args) => build(args).await,
+        IndexCommand::Build(args) => build(*args).await,
+        IndexCommand::Query(args) => super::index_query::run(args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod gc;
 pub mod index;
+pub mod index_query;
 pub mod keygen;
 pub mod migrate;
 pub mod serve;

@@ -9,12 +9,14 @@
 //!
 //! Writing and publishing it: `plan` (the writers' decisions, pure), `files` (index files
 //! in the object store), `publish` (the journal publisher `larder serve` runs), `build`
-//! (`larder index build`).
+//! (`larder index build`), `client` (a cache's index over HTTP, for `larder index query`
+//! and `larder push`).
 
 pub mod bits;
 pub mod bloom;
 pub mod build;
 pub mod checksums;
+pub mod client;
 pub mod compress;
 pub mod delta;
 pub mod files;

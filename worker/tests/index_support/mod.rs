@@ -111,21 +111,23 @@ pub fn hashes(seed: u64, n: usize) -> Vec<String> {
     out
 }
 
-/// Inserts committed narinfo rows directly (fast; no journal rows, like data from before
-/// the index existed).
+/// Inserts committed narinfo rows directly, each a GC root that never expires in a test
+/// (fast; no journal rows, like data from before the index existed).
 pub async fn insert_narinfos(db: &Db, hashes: &[String]) {
     for chunk in hashes.chunks(200) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, 0, 0, 0)", i + 1))
-            .collect();
-        let sql = format!(
-            "INSERT INTO objects (key, kind, created_at, touched_at) VALUES {}",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for h in chunk {
-            q = q.bind(format!("{h}.narinfo"));
+        for (table, values) in [
+            ("objects (key, kind, created_at, touched_at)", "0, 0, 0"),
+            ("closures (key, created_at, updated_at)", "0, 4000000000000"),
+        ] {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, {values})", i + 1))
+                .collect();
+            let sql = format!("INSERT INTO {table} VALUES {}", rows.join(", "));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for h in chunk {
+                q = q.bind(format!("{h}.narinfo"));
+            }
+            q.execute(db.pool()).await.unwrap();
         }
-        q.execute(db.pool()).await.unwrap();
     }
 }
