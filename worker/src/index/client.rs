@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::compress::DEFAULT_MAX_DECOMPRESSED;
 use super::hash::Prefix;
-use super::journal::{latest_ops, parse_segment, segments_to_read, Change};
+use super::journal::{latest_ops, parse_segment, segments_to_read, Change, Op};
 use super::manifest::{Manifest, ManifestError};
 use super::paths::ROOT;
 use super::query::{Answer, IndexFetch, Querier};
@@ -163,7 +163,7 @@ impl IndexClient {
         else {
             return unknown();
         };
-        // Shards are needed only for hashes the journal says nothing about.
+        // Shards are needed for every hash the journal does not say `-` about.
         let mut segments: Vec<Vec<Change>> = Vec::new();
         for id in &ids {
             if let Some(Some(bytes)) = journal.get(id) {
@@ -176,7 +176,7 @@ impl IndexClient {
         let ops = latest_ops(segments.iter().map(Vec::as_slice));
         let prefixes: HashSet<Prefix> = hashes
             .iter()
-            .filter(|h| !ops.contains_key(h))
+            .filter(|h| ops.get(h) != Some(&Op::Remove))
             .map(|&h| manifest.depth.split(h).0)
             .collect();
         let shard_url =
