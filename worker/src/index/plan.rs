@@ -69,14 +69,20 @@ pub fn wall_segment(now: i64, timing: &JournalTiming) -> i64 {
 /// Where the writer and the manifest should be at Unix second `now`.
 pub fn advance(state: WriterState, now: i64, timing: &JournalTiming) -> WriterState {
     let mut next = state;
+    // The writer moves to the segment the manifest names once every cached manifest names
+    // it; checked before the manifest moves on, so a pause of every worker does not leave
+    // the writer further behind.
+    let lagged = now - state.manifest_at >= timing.lag_seconds as i64;
+    if next.writer_segment < next.manifest_segment && lagged {
+        next.writer_segment = next.manifest_segment;
+    }
     let wall = wall_segment(now, timing);
     if next.manifest_segment < wall {
         next.manifest_segment = wall;
         next.manifest_at = now;
     }
-    let lagged = now - next.manifest_at >= timing.lag_seconds as i64;
     // The very first segment: no manifest ever named an older one.
-    if state.writer_segment == 0 || (next.writer_segment < next.manifest_segment && lagged) {
+    if state.writer_segment == 0 {
         next.writer_segment = next.manifest_segment;
     }
     next
@@ -219,6 +225,9 @@ mod tests {
         let later = advance(state(1200, 1200, 1200), 5000, &T);
         assert_eq!(later, state(1200, 4800, 5000));
         assert_eq!(advance(later, 5065, &T).writer_segment, 4800);
+        // A pause right after a switch: the writer catches up with the old manifest's
+        // segment first, then lags the new one.
+        assert_eq!(advance(moved, 5000, &T), state(1200, 4800, 5000));
     }
 
     #[test]
