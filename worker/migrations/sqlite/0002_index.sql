@@ -13,6 +13,9 @@ CREATE TABLE index_journal (
 CREATE INDEX index_journal_unpublished ON index_journal (id) WHERE segment IS NULL;
 CREATE INDEX index_journal_segment ON index_journal (segment);
 
+-- The build reads narinfo keys in byte order: this index hands them over without sorting.
+CREATE INDEX objects_narinfo_keys ON objects (key) WHERE kind = 0;
+
 -- Epochs of shards `larder index build` wrote, and what their manifest needs.
 CREATE TABLE index_epochs (
     epoch              BIGINT PRIMARY KEY,

@@ -1,8 +1,6 @@
 //! Epochs of the binary cache index: what each build wrote, which are published, which
 //! have retired, and the narinfo hashes a build reads.
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row, Transaction};
 
@@ -186,18 +184,45 @@ pub async fn narinfo_count(db: &Db) -> Result<u64, DbError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Every narinfo key, in byte order (PostgreSQL sorts by "C" collation: the index format
-/// needs numeric order of the hashes, which byte order of the keys is).
-pub fn narinfo_keys(db: &Db) -> BoxStream<'_, Result<String, DbError>> {
+/// One page of narinfo hash parts in byte order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NarinfoPage {
+    /// Narinfos on the page.
+    pub count: u64,
+    /// Their hash parts, concatenated (32 characters each).
+    pub hashes: String,
+    /// The last key on the page, where the next one starts.
+    pub last_key: Option<String>,
+}
+
+/// Up to `limit` narinfo hash parts whose keys sort after `after` in byte order, as one
+/// row: a row per narinfo would cost more to decode than everything else a build does.
+/// PostgreSQL compares in the "C" collation (byte order, which is the numeric order of the
+/// hashes) through the `objects_narinfo_keys` index, whatever the database's collation.
+pub async fn narinfo_page(db: &Db, after: &str, limit: i64) -> Result<NarinfoPage, DbError> {
     let sql = match db.backend() {
-        Backend::Postgres => "SELECT key FROM objects WHERE kind = 0 ORDER BY key COLLATE \"C\"",
-        Backend::Sqlite => "SELECT key FROM objects WHERE kind = 0 ORDER BY key",
+        Backend::Postgres => {
+            "SELECT COUNT(*), string_agg(substr(key, 1, 32), '' ORDER BY key COLLATE \"C\"), \
+             max(key COLLATE \"C\") FROM (SELECT key FROM objects WHERE kind = 0 \
+             AND key COLLATE \"C\" > $1 ORDER BY key COLLATE \"C\" LIMIT $2) page"
+        }
+        Backend::Sqlite => {
+            "SELECT COUNT(*), group_concat(h, ''), max(key) FROM (SELECT substr(key, 1, 32) \
+             AS h, key FROM objects WHERE kind = 0 AND key > $1 ORDER BY key LIMIT $2)"
+        }
     };
-    sqlx::query(sql)
-        .fetch(db.pool())
-        .map(|r| {
-            r.and_then(|row| row.try_get(0))
-                .context("stream narinfo keys")
-        })
-        .boxed()
+    let row = sqlx::query(sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_one(db.pool())
+        .await
+        .context("read a page of narinfo keys")?;
+    let count: i64 = row.try_get(0).context("decode the page size")?;
+    let hashes: Option<String> = row.try_get(1).context("decode the page")?;
+    let last_key: Option<String> = row.try_get(2).context("decode the page end")?;
+    Ok(NarinfoPage {
+        count: u64::try_from(count).unwrap_or(0),
+        hashes: hashes.unwrap_or_default(),
+        last_key,
+    })
 }

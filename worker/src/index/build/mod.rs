@@ -124,6 +124,8 @@ pub enum BuildError {
     Publish(#[from] PublishError),
     #[error("the new manifest could not be written: {0}")]
     Manifest(String),
+    #[error("{0}")]
+    Task(String),
 }
 
 fn millis(d: Duration) -> i64 {
@@ -181,9 +183,9 @@ async fn run_locked(
         delta_base: delta_base.map(|e| e as u64),
         concurrency: options.concurrency,
     };
-    let mut bloom = BloomFilter::for_items(count, options.bloom_rate)?;
+    let bloom = BloomFilter::for_items(count, options.bloom_rate)?;
     let bar = progress_bar(options.progress, depth.shard_count() as u64);
-    let written = shards::write(db, storage, &plan, &mut bloom, &bar).await?;
+    let (written, bloom) = shards::write(db, storage, &plan, bloom, &bar).await?;
     bar.finish_and_clear();
     let checksums = IndexFile::Checksums {
         epoch: epoch as u64,

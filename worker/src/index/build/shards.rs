@@ -10,7 +10,6 @@ use ruint::aliases::U160;
 
 use super::group::{Group, Grouper};
 use super::BuildError;
-use crate::db::journal::narinfo_hash;
 use crate::db::{index_epochs, Db};
 use crate::index::bloom::BloomFilter;
 use crate::index::checksums::{Checksums, ShardChecksum};
@@ -69,30 +68,59 @@ struct Done {
     delta: Option<bool>,
 }
 
+/// Narinfos read per query.
+const PAGE: i64 = 50_000;
+
 /// Streams every narinfo from the database into the shards of `plan.epoch`, setting
-/// each one's bits in `bloom`.
+/// each one's bits in `bloom` on a thread of its own (its random accesses cost as much as
+/// the rest of reading); returns what was written and the filled filter.
 pub async fn write(
     db: &Db,
     storage: &Storage,
     plan: &EpochPlan,
-    bloom: &mut BloomFilter,
+    bloom: BloomFilter,
     bar: &ProgressBar,
-) -> Result<Written, BuildError> {
+) -> Result<(Written, BloomFilter), BuildError> {
     let (mut tx, rx) = mpsc::channel::<Group>(QUEUE);
-    let read = async {
+    let (bloom_tx, mut bloom_rx) = tokio::sync::mpsc::channel::<Vec<U160>>(4);
+    let bloom_task = tokio::task::spawn_blocking(move || {
+        let mut bloom = bloom;
+        while let Some(batch) = bloom_rx.blocking_recv() {
+            batch.into_iter().for_each(|h| bloom.insert(h));
+        }
+        bloom
+    });
+    let read = async move {
+        let started = std::time::Instant::now();
         let mut grouper = Grouper::new(plan.depth);
-        let mut keys = index_epochs::narinfo_keys(db);
-        while let Some(key) = keys.try_next().await? {
-            let hash = narinfo_hash(&key)
-                .and_then(|h| parse_hash(h).ok())
-                .ok_or_else(|| BuildError::BadKey(key.chars().take(80).collect()))?;
-            bloom.insert(hash);
-            for group in grouper.push(hash)? {
-                // The writers only stop early on an error, which `try_join` reports.
-                if tx.send(group).await.is_err() {
-                    return Ok(());
+        let mut after = String::new();
+        loop {
+            let page = index_epochs::narinfo_page(db, &after, PAGE).await?;
+            if page.count == 0 {
+                break;
+            }
+            let bad = || BuildError::BadKey(page.hashes.chars().take(80).collect());
+            if page.hashes.len() as u64 != 32 * page.count || !page.hashes.is_ascii() {
+                return Err(bad());
+            }
+            let mut batch = Vec::with_capacity(page.count as usize);
+            for chunk in page.hashes.as_bytes().chunks(32) {
+                let hash = std::str::from_utf8(chunk)
+                    .ok()
+                    .and_then(|h| parse_hash(h).ok())
+                    .ok_or_else(bad)?;
+                batch.push(hash);
+                for group in grouper.push(hash)? {
+                    // The writers only stop early on an error, which `try_join` reports.
+                    if tx.send(group).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
+            if bloom_tx.send(batch).await.is_err() {
+                return Err(BuildError::Task("the Bloom filter thread stopped".into()));
+            }
+            after = page.last_key.unwrap_or_default();
         }
         for group in grouper.finish() {
             if tx.send(group).await.is_err() {
@@ -100,6 +128,10 @@ pub async fn write(
             }
         }
         tx.close_channel();
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "read every narinfo"
+        );
         Ok::<(), BuildError>(())
     };
     let mut written = Written {
@@ -133,7 +165,10 @@ pub async fn write(
             futures::future::ready(Ok(()))
         });
     futures::try_join!(read, write)?;
-    Ok(written)
+    let bloom = bloom_task
+        .await
+        .map_err(|e| BuildError::Task(format!("the Bloom filter thread failed: {e}")))?;
+    Ok((written, bloom))
 }
 
 /// Encodes, compresses and stores one shard, then its delta from the base epoch.
