@@ -2,6 +2,8 @@
 
 pub mod fsck;
 pub mod gc;
+pub mod index;
+pub mod index_query;
 pub mod keygen;
 pub mod migrate;
 pub mod serve;
@@ -32,6 +34,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Check that the bucket holds every object live roots and pins reach.
     Fsck(fsck::FsckArgs),
+    /// The binary cache index (RFC 0195): build and publish it, or query a cache's.
+    Index(index::IndexArgs),
     /// Apply database migrations and exit (run before rolling out a new version).
     Migrate(migrate::MigrateArgs),
     /// Print a new signing key in Nix's format, and its public key on stderr.
@@ -72,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Push(args) => Ok(crate::push::args::run(args).await.map(drop)?),
         Command::Gc(args) => gc::run(args).await,
         Command::Fsck(args) => fsck::run(args).await,
+        Command::Index(args) => index::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Keygen(args) => keygen::run(args),
     }

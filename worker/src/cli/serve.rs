@@ -78,6 +78,15 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     let keys = signing_keys(&args)?;
     let (tokens, token_file) = tokens(&args)?;
+    tokio::spawn(crate::index::publish::run(
+        db.clone(),
+        storage.clone(),
+        crate::index::publish::PublisherConfig {
+            public_url: public_url.clone(),
+            timing: crate::index::plan::JournalTiming::default(),
+            interval: std::time::Duration::from_secs(1),
+        },
+    ));
     let state = AppState::new(
         db,
         storage,

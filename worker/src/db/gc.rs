@@ -181,6 +181,7 @@ pub async fn begin_sweep(db: &Db, keys: &[String], cutoff: i64) -> Result<SweepB
 impl SweepBatch {
     /// Deletes the rows of `deleted` (those the bucket no longer holds) and commits.
     pub async fn commit(mut self, deleted: &[String]) -> Result<(), DbError> {
+        super::journal::record_sweep(&mut self.tx, deleted, super::now_ms()).await?;
         if !deleted.is_empty() {
             let list = placeholders(1, deleted.len());
             for sql in [

@@ -8,6 +8,9 @@ pub mod closures;
 pub mod fsck;
 pub mod gc;
 pub mod gc_stats;
+pub mod index_epochs;
+pub mod journal;
+pub mod lease;
 pub mod pending;
 pub mod pins;
 

@@ -344,6 +344,7 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
     .execute(&mut *tx)
     .await
     .context("record the closure root")?;
+    super::journal::record_commit(&mut tx, id, now).await?;
     sqlx::query("DELETE FROM pending_closures WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -1,5 +1,6 @@
 //! zstd for shards and deltas, with a hard cap on what decompression may produce.
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use thiserror::Error;
@@ -20,9 +21,23 @@ pub enum CompressError {
     TooLarge { limit: usize },
 }
 
+thread_local! {
+    /// One compression context per thread: setting one up costs more than compressing a
+    /// small shard, and a build compresses tens of thousands.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
 /// Compresses bytes as one zstd frame.
 pub fn compress(data: &[u8]) -> Result<Vec<u8>, CompressError> {
-    Ok(zstd::bulk::compress(data, LEVEL)?)
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+        };
+        Ok(compressor.compress(data)?)
+    })
 }
 
 /// Decompresses zstd bytes, failing once the output would pass `limit` bytes.

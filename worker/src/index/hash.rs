@@ -157,6 +157,11 @@ impl Depth {
         }
     }
 
+    /// The prefix numbered `value` (its characters' 5-bit values), if it exists at this depth.
+    pub fn prefix(self, value: u32) -> Option<Prefix> {
+        (value < self.shard_count()).then_some(Prefix { depth: self, value })
+    }
+
     /// Every prefix of this depth, in order.
     pub fn prefixes(self) -> impl Iterator<Item = Prefix> {
         (0..self.shard_count()).map(move |value| Prefix { depth: self, value })
@@ -357,6 +362,10 @@ mod tests {
             assert_eq!(Prefix::parse(&name).unwrap(), prefix);
         }
         assert_eq!(Depth::new(2).unwrap().prefixes().count(), 1024);
+        let two = Depth::new(2).unwrap();
+        assert_eq!(two.prefix(1023).unwrap().name(), "zz");
+        assert_eq!(two.prefix(1024), None);
+        assert_eq!(Depth::new(0).unwrap().prefix(0).unwrap().name(), "root");
         for bad in ["", "abcde", "e", "ROOT", "..", "a/"] {
             assert!(Prefix::parse(bad).is_err(), "{bad}");
         }

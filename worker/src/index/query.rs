@@ -43,12 +43,18 @@ pub enum ShardView {
     Contains(bool),
 }
 
-/// The decision itself; the shard is consulted only when the journal is silent.
+/// The decision itself; the shard is consulted unless the journal says `-` (or cannot
+/// be read). A `+` the current shard confirms is `Present`: the journal keeps lines older
+/// than the shards' snapshot (clients with the previous manifest need them), and a path
+/// both lines agree on is as certain as a shard alone.
 pub fn decide(journal: JournalView, shard: impl FnOnce() -> ShardView) -> Answer {
     match journal {
         JournalView::Unusable => Answer::Unknown,
         JournalView::Says(Op::Remove) => Answer::Absent,
-        JournalView::Says(Op::Add) => Answer::ProbablyPresent,
+        JournalView::Says(Op::Add) => match shard() {
+            ShardView::Contains(true) => Answer::Present,
+            ShardView::Contains(false) | ShardView::Unusable => Answer::ProbablyPresent,
+        },
         JournalView::Silent => match shard() {
             ShardView::Unusable => Answer::Unknown,
             ShardView::Contains(true) => Answer::Present,
@@ -353,8 +359,16 @@ mod tests {
             Answer::Absent
         );
         assert_eq!(
-            decide(JournalView::Says(Op::Add), no_shard),
+            decide(JournalView::Says(Op::Add), || ShardView::Contains(false)),
             Answer::ProbablyPresent
+        );
+        assert_eq!(
+            decide(JournalView::Says(Op::Add), || ShardView::Unusable),
+            Answer::ProbablyPresent
+        );
+        assert_eq!(
+            decide(JournalView::Says(Op::Add), || ShardView::Contains(true)),
+            Answer::Present
         );
         assert_eq!(decide(JournalView::Unusable, no_shard), Answer::Unknown);
         assert_eq!(

@@ -12,12 +12,14 @@
 //!    narinfos, upload them zstd-encoded (`Content-Encoding: zstd`, like niks3), complete.
 //!
 //! Paths already cached cost the prepare pass and one round trip; nothing is uploaded.
+//! When the cache publishes a binary cache index, paths it lists skip the prepare pass.
 
 /// Wire types shared with the worker's upload API.
 pub use crate::upload::wire;
 
 pub mod api;
 pub mod args;
+pub mod cached;
 pub mod closure;
 pub mod dump;
 pub mod objects;

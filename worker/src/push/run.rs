@@ -11,13 +11,13 @@ use thiserror::Error;
 use super::wire::{PendingClosureResponse, PendingObject, SignRequest};
 use crate::nix::{ObjectType, Signature, StorePath};
 
-use super::objects::{self, PathObjects};
+use super::objects::PathObjects;
 use super::prepare::{self, CompressOptions, PreparedPath};
 use super::progress::{Progress, PushSummary};
 use super::retry::RetryPolicy;
 use super::spool::{MemoryBudget, Stored};
 use super::upload::{self, Payload, Uploaded, Uploader};
-use super::{api, closure};
+use super::{api, cached, closure};
 
 /// Why a push failed; every message names the path or object and the step.
 #[derive(Debug, Error)]
@@ -109,6 +109,11 @@ pub fn default_zstd_workers() -> u32 {
 
 /// Pushes the closures of `options.paths` to the worker.
 pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
+    push_with(options, true).await
+}
+
+/// A push that skips what the cache's index says it has when `use_index`.
+async fn push_with(options: PushOptions, use_index: bool) -> Result<PushSummary, PushError> {
     let started = Instant::now();
     if options.paths.is_empty() {
         return Err(PushError::Config("no paths to push".into()));
@@ -135,6 +140,11 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
     let infos = closure::query(&options.nix, &roots).await?;
     let paths_total = infos.len();
     let progress = Progress::new(options.progress);
+    let (infos, cached) = if use_index {
+        cached::split(api.http(), &options.server, options.token.clone(), infos).await
+    } else {
+        (infos, BTreeMap::new())
+    };
 
     let prepared = prepare_all(&options, infos, &progress).await?;
     let (paths, mut payloads) = split(prepared);
@@ -142,8 +152,13 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
     // One pending closure per root, so each root becomes a GC root of its own.
     let mut sessions: Vec<(StorePath, PendingClosureResponse)> = Vec::new();
     for root in &roots {
-        let request = objects::closure_request(root, &paths);
+        let request = cached::closure_request(root, &paths, &cached);
         sessions.push((root.clone(), api.start(&request).await?));
+    }
+    let pending_keys = sessions.iter().flat_map(|(_, s)| s.pending_objects.keys());
+    if cached::index_was_wrong(&cached, pending_keys) {
+        tracing::warn!("the cache lacks paths its index lists; pushing without the index");
+        return Box::pin(push_with(options, false)).await;
     }
     // An object pending in several closures is uploaded once, with the first URL.
     let mut pending: BTreeMap<String, (usize, PendingObject)> = BTreeMap::new();

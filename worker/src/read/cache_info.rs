@@ -1,7 +1,8 @@
-//! `nix-cache-info`: rendered from configuration, never stored or client-writable.
+//! `nix-cache-info`: rendered from configuration and the published index manifest,
+//! never stored or client-writable.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Scope;
@@ -21,8 +22,30 @@ pub async fn serve(
     }
     let mut info = CacheInfo::default();
     info.priority = Some(state.read_options().priority);
-    let mut response = info.render().into_response();
+    for (key, value) in super::index::cache_info_lines(state.storage()).await {
+        // Lines come from a validated manifest; one that still does not fit is left out.
+        let _ = info.set_extra(&key, &value);
+    }
+    let body = info.render();
+    // The Index* lines change with every published segment: let caches revalidate.
+    let etag = format!("\"{:016x}\"", xxhash_rust::xxh64::xxh64(body.as_bytes(), 0));
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        body.into_response()
+    };
     let h = response.headers_mut();
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\"")),
+    );
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/x-nix-cache-info"),

@@ -1,8 +1,10 @@
 //! The read proxy: what Nix substitutes from, served from the bucket with the worker's
-//! own credentials (for private buckets, or one URL in front of any store).
+//! own credentials (for private buckets, or one URL in front of any store), and the
+//! binary cache index's files.
 
 pub mod cache_info;
 pub mod headers;
+pub mod index;
 pub mod object;
 
 use axum::routing::get;
@@ -14,5 +16,6 @@ use crate::server::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/nix-cache-info", get(cache_info::serve))
+        .route("/nix-cache-index/{*path}", get(index::serve))
         .fallback(object::serve)
 }

@@ -1,0 +1,312 @@
+//! `larder index build` and `larder index query` at scale, against PostgreSQL and Garage:
+//! numbers, not tests (docs/benchmarks.md, "Index").
+//!
+//! ```text
+//! . e2e/tools/install-all.sh
+//! cargo build --release --bin larder
+//! LARDER_BIN=$CARGO_TARGET_DIR/release/larder cargo bench -p larder-worker --bench index_build
+//! ```
+//!
+//! 1. A release `larder serve` on a fresh database and bucket; `objects` filled with N
+//!    random narinfo keys by COPY (not measured).
+//! 2. `larder index build` under `/usr/bin/time -v`: wall time, peak RSS, shard bytes
+//!    against the exact-set bound log2 C(2^160, N) / 8.
+//! 3. 0.1 % more narinfos, and a second build (deltas from the first epoch).
+//! 4. `larder index query --json` for Q paths (half indexed, half not): its requests
+//!    against shards touched + manifest + journal segments, cross-checked with the
+//!    worker's own request counter, and every answer checked.
+//!
+//! Tunables: `LARDER_BENCH_INDEX_N` (10,000,000), `LARDER_BENCH_INDEX_QUERIES` (10,000).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed benchmark step should panic
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Instant;
+
+use larder_e2e::larder::{larder_bin, Backend, Worker};
+use larder_worker::index::hash::{format_hash, Depth};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ruint::aliases::U160;
+use serde_json::Value;
+use sqlx::Connection;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn random_hashes(rng: &mut StdRng, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            format_hash(U160::from_limbs([
+                rng.random(),
+                rng.random(),
+                rng.random::<u32>() as u64,
+            ]))
+        })
+        .collect()
+}
+
+/// Adds `n` random narinfo rows with COPY (the fastest way in; not what is measured),
+/// returning the first `keep` hash parts.
+async fn fill(url: &str, rng: &mut StdRng, n: usize, keep: usize) -> Vec<String> {
+    let mut conn = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+    let mut copy = conn
+        .copy_in_raw("COPY objects (key, kind, created_at, touched_at) FROM STDIN")
+        .await
+        .unwrap();
+    let mut kept = Vec::with_capacity(keep);
+    let mut left = n;
+    while left > 0 {
+        let chunk = random_hashes(rng, left.min(100_000));
+        left -= chunk.len();
+        let room = keep - kept.len();
+        kept.extend(chunk.iter().take(room).cloned());
+        let mut buf = String::with_capacity(chunk.len() * 48);
+        for h in &chunk {
+            buf.push_str(h);
+            buf.push_str(".narinfo\t0\t0\t0\n");
+        }
+        copy.send(buf.into_bytes()).await.unwrap();
+    }
+    copy.finish().await.unwrap();
+    sqlx::query("ANALYZE objects")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    kept
+}
+
+fn store_args(worker: &Worker, cmd: &mut Command) {
+    let Backend::Postgres { database, bucket } = &worker.backend else {
+        unreachable!("the benchmark runs on PostgreSQL and Garage")
+    };
+    cmd.arg("--data-dir")
+        .arg(&worker.data_dir)
+        .args(["--database", database, "--s3-bucket", &bucket.name])
+        .args([
+            "--s3-endpoint",
+            &bucket.endpoint,
+            "--s3-region",
+            &bucket.region,
+        ])
+        .arg("--s3-path-style")
+        .args(["--s3-access-key-id", &bucket.access_key])
+        .args(["--s3-secret-access-key", &bucket.secret_key]);
+}
+
+/// Runs `larder index build` under `/usr/bin/time -v`: its summary, wall seconds, peak
+/// RSS, and how long reading the narinfos took (from its debug log). With `folder`, the
+/// files go to that local folder instead of the bucket.
+fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64, String) {
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v")
+        .arg(larder_bin())
+        .args(["index", "build", "--json", "--public-url", &worker.url])
+        .env("LARDER_LOG", "larder_worker::index=debug");
+    match folder {
+        None => store_args(worker, &mut cmd),
+        Some(folder) => {
+            let Backend::Postgres { database, .. } = &worker.backend else {
+                unreachable!("the benchmark runs on PostgreSQL and Garage")
+            };
+            cmd.arg("--data-dir")
+                .arg(&worker.data_dir)
+                .args(["--database", database, "--storage"])
+                .arg(folder);
+        }
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "larder index build failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let rss_kib = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let read = stderr
+        .lines()
+        .find(|l| l.contains("read every narinfo"))
+        .and_then(|l| l.split("ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    (summary, wall, rss_kib, read)
+}
+
+/// log2 C(2^160, n) = Σ_{i<n} log2(2^160 − i) − log2 n!, and 2^160 − i ≈ 2^160 here.
+fn exact_set_bound_bytes(n: u64) -> f64 {
+    let log2_fact: f64 = (1..=n).map(|i| (i as f64).log2()).sum();
+    (n as f64 * 160.0 - log2_fact) / 8.0
+}
+
+fn report_build(what: &str, (summary, wall, rss_kib, read): &(Value, f64, u64, String)) {
+    let (wall, rss_kib) = (*wall, *rss_kib);
+    let n = summary["item_count"].as_u64().unwrap();
+    let bound = exact_set_bound_bytes(n);
+    let raw = summary["shard_bytes"].as_u64().unwrap() as f64;
+    let stored = summary["stored_bytes"].as_u64().unwrap() as f64;
+    println!("\n## {what}");
+    println!("summary: {summary}");
+    println!("wall time: {wall:.1} s (target < 60 s); reading the narinfos took {read} ms");
+    println!(
+        "peak RSS: {:.1} MiB (target < 150 MB)",
+        rss_kib as f64 / 1024.0
+    );
+    println!(
+        "shards: {} bytes decompressed = {:.4}x the exact-set bound of {bound:.0} bytes \
+         ({:.2} bits/item); {} bytes stored (zstd) = {:.4}x (target <= 1.05x)",
+        raw,
+        raw / bound,
+        raw * 8.0 / n as f64,
+        stored,
+        stored / bound
+    );
+}
+
+/// The worker's count of requests for the index's routes (nix-cache-info included).
+async fn served_index_requests(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("larder_http_requests_total{"))
+        .filter(|l| l.contains("/nix-cache-index/") || l.contains("route=\"/nix-cache-info\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("LARDER_BENCH_INDEX_N", 10_000_000);
+    let queries = env_usize("LARDER_BENCH_INDEX_QUERIES", 10_000);
+    println!("# Index benchmarks");
+    println!("larder: {}", larder_bin().display());
+    println!(
+        "cores: {:?}",
+        std::thread::available_parallelism().map(|n| n.get())
+    );
+    println!(
+        "load at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let backend = Backend::Postgres {
+        database: larder_e2e::postgres::database("bench-index"),
+        bucket: larder_e2e::garage::bucket("bench-index"),
+    };
+    let Backend::Postgres { database, .. } = &backend else {
+        unreachable!()
+    };
+    let url = database.clone();
+    let worker = Worker::start("bench-index", backend, &[]);
+
+    let mut rng = StdRng::seed_from_u64(195);
+    let started = Instant::now();
+    let members = fill(&url, &mut rng, n, queries / 2).await;
+    println!(
+        "\nfilled objects with {n} narinfo keys in {:.1} s (not measured)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let first = build(&worker, None);
+    report_build(
+        &format!("larder index build, first epoch, {n} narinfos"),
+        &first,
+    );
+    let more = n / 1000;
+    fill(&url, &mut rng, more, 0).await;
+    let second = build(&worker, None);
+    report_build(
+        &format!("larder index build, next epoch with deltas, {more} more"),
+        &second,
+    );
+    let second = second.0;
+    // Queries: half indexed, half random.
+    let mut asked: Vec<String> = members;
+    let strangers = random_hashes(&mut rng, queries - asked.len());
+    asked.extend(strangers.iter().cloned());
+    let depth = Depth::new(second["depth"].as_u64().unwrap()).unwrap();
+    let shards: HashSet<String> = asked
+        .iter()
+        .map(|h| h[..depth.get() as usize].to_owned())
+        .collect();
+    let info = reqwest::get(format!("{}/nix-cache-info", worker.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retention: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("IndexJournalRetentionCount: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let served_before = served_index_requests(&worker.url).await;
+    let started = Instant::now();
+    let out = Command::new(larder_bin())
+        .args(["index", "query", "--json", "--cache", &worker.url])
+        .args(&asked)
+        .output()
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    assert!(out.status.success());
+    let served = served_index_requests(&worker.url).await - served_before;
+    let v: Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let answers = v["answers"].as_array().unwrap();
+    let wrong = answers
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let want = if *i < queries / 2 {
+                "present"
+            } else {
+                "absent"
+            };
+            a["answer"] != want
+        })
+        .count();
+    let bound = shards.len() as u64 + 1 + (retention + 1);
+    println!(
+        "\n## larder index query, {queries} paths ({} indexed)",
+        queries / 2
+    );
+    println!("wall time: {took:.2} s; wrong answers: {wrong}");
+    println!(
+        "requests: {} by the client, {served} served by the worker; bound: {} shards touched \
+         + 1 manifest (nix-cache-info) + {} journal segments = {bound}",
+        v["requests"],
+        shards.len(),
+        retention + 1
+    );
+    // The same build into a local folder: what the bucket's PUTs cost. (Its deltas find
+    // no previous shards there and are skipped.)
+    let folder = tempfile::tempdir().unwrap();
+    let local = build(&worker, Some(folder.path()));
+    report_build(
+        "larder index build into a local folder instead of Garage",
+        &local,
+    );
+    println!(
+        "\nload at end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
