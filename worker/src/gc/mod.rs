@@ -47,6 +47,12 @@ pub struct GcSummary {
     pub failures: u64,
     /// Wall time of the run in milliseconds.
     pub duration_ms: u64,
+    /// Of which the first half: stale sessions, root expiry and the mark.
+    pub mark_ms: u64,
+    /// Of which the sweep, bucket deletes included.
+    pub sweep_ms: u64,
+    /// Of which the sweep's bucket deletes.
+    pub bucket_ms: u64,
 }
 
 /// Why a run failed.
@@ -62,6 +68,10 @@ pub enum GcError {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs one collection, exclusive across every worker sharing the database.
@@ -95,10 +105,13 @@ async fn run_locked(db: &Db, storage: &Storage, options: &GcOptions) -> Result<G
     let started = Instant::now();
     let now = now_ms();
     let mut summary = mark_phase(db, storage, options, now).await?;
+    summary.mark_ms = elapsed_ms(started);
     if !options.dry_run {
+        let sweep_started = Instant::now();
         sweep(db, storage, now - ms(options.grace), &mut summary).await?;
+        summary.sweep_ms = elapsed_ms(sweep_started);
     }
-    summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    summary.duration_ms = elapsed_ms(started);
     Ok(summary)
 }
 
@@ -157,7 +170,9 @@ pub async fn sweep(
         after = last.clone();
         let batch = db::gc::begin_sweep(db, &keys, cutoff).await?;
         let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
+        let bucket_started = Instant::now();
         let failed = storage.delete_many(&doomed).await?;
+        summary.bucket_ms += elapsed_ms(bucket_started);
         let failed: std::collections::HashSet<&str> =
             failed.iter().map(|f| f.key.as_str()).collect();
         let deleted: Vec<String> = doomed
