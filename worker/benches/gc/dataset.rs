@@ -33,7 +33,9 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64, purpose: u64, index: u64) -> Rng {
-        Rng(mix(seed ^ mix(purpose.wrapping_mul(0x9e37_79b9) ^ mix(index))))
+        Rng(mix(
+            seed ^ mix(purpose.wrapping_mul(0x9e37_79b9) ^ mix(index))
+        ))
     }
 
     pub fn next(&mut self) -> u64 {
@@ -150,8 +152,8 @@ impl Dataset {
             let (g, j) = self.generation(i);
             let first = self.core + g * self.gen_size;
             // A generation's paths span half a day; later ones are younger.
-            age = (GENERATIONS - g) as i64 * DAY_MS
-                - (j as i64 * DAY_MS / 2) / self.gen_size as i64;
+            age =
+                (GENERATIONS - g) as i64 * DAY_MS - (j as i64 * DAY_MS / 2) / self.gen_size as i64;
             if j < self.leaves() {
                 for _ in 0..rng.below(3) {
                     deps.push(self.core_pick(&mut rng, self.core));

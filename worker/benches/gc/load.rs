@@ -120,7 +120,11 @@ pub async fn larder(url: &str, ds: &Dataset, now: i64) -> Loaded {
         let t = now - p.age;
         let _ = write!(c.buf, "{}.narinfo\t0\t\\N\t\\N\t{t}\t{t}\t0", p.hash);
         c.end_row().await;
-        let _ = write!(c.buf, "{}\t1\t{}\t{}\t{t}\t{t}\t0", p.nar, p.nar_size, p.file_size);
+        let _ = write!(
+            c.buf,
+            "{}\t1\t{}\t{}\t{t}\t{t}\t0",
+            p.nar, p.nar_size, p.file_size
+        );
         c.end_row().await;
         let _ = write!(c.buf, "{}.ls\t2\t\\N\t\\N\t{t}\t{t}\t0", p.hash);
         c.end_row().await;
@@ -239,7 +243,11 @@ pub async fn niks3(url: &str, ds: &Dataset) -> Loaded {
 
     // Its timestamps are UTC `timestamp`s from the database clock: ages go through a
     // staging table so the same clock dates them.
-    exec(&mut conn, "CREATE TEMP TABLE ages (key text, age_ms bigint)").await;
+    exec(
+        &mut conn,
+        "CREATE TEMP TABLE ages (key text, age_ms bigint)",
+    )
+    .await;
     let mut c = Copy::begin(&mut conn, "COPY ages (key, age_ms) FROM STDIN").await;
     for i in 0..ds.paths {
         if let Some(age) = ds.path(i).root_age {
@@ -285,7 +293,11 @@ pub async fn niks3(url: &str, ds: &Dataset) -> Loaded {
         .await;
         for &i in &paths {
             let p = ds.path(i);
-            for key in [format!("{}.narinfo", p.hash), p.nar.clone(), format!("{}.ls", p.hash)] {
+            for key in [
+                format!("{}.narinfo", p.hash),
+                p.nar.clone(),
+                format!("{}.ls", p.hash),
+            ] {
                 let _ = write!(c.buf, "{id}\t{key}\t{{}}");
                 c.end_row().await;
             }

@@ -309,9 +309,21 @@ async fn bench_larder(
     let mut cmd = tokio::process::Command::new(larder_bin);
     let older_than = format!("{OLDER_THAN_HOURS}h");
     cmd.args(["gc", "--older-than", &older_than, "--grace", "0s", "--json"])
-        .args(["--database", &url, "--s3-bucket", "bench", "--s3-endpoint", &stub.url])
+        .args([
+            "--database",
+            &url,
+            "--s3-bucket",
+            "bench",
+            "--s3-endpoint",
+            &stub.url,
+        ])
         .args(["--s3-region", "us-east-1", "--s3-path-style"])
-        .args(["--s3-access-key-id", "bench", "--s3-secret-access-key", "bench"])
+        .args([
+            "--s3-access-key-id",
+            "bench",
+            "--s3-secret-access-key",
+            "bench",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -359,7 +371,10 @@ async fn bench_larder(
     let temp_after = probe::temp_usage(&admin_url, &name).await;
     run.temp = (temp_after.0 - temp_before.0, temp_after.1 - temp_before.1);
     let calls_after = stub.counters.snapshot();
-    run.bucket_calls = (calls_after.0 - calls_before.0, calls_after.1 - calls_before.1);
+    run.bucket_calls = (
+        calls_after.0 - calls_before.0,
+        calls_after.1 - calls_before.1,
+    );
     println!("larder: {run:?}");
     pg.finish(&name).await;
     run
@@ -381,12 +396,7 @@ fn niks3_pid(server: &Niks3Server) -> u32 {
     panic!("no process listens with {flag}");
 }
 
-async fn bench_niks3(
-    pg: &Cluster,
-    ds: &Dataset,
-    stub: &stub_s3::StubS3,
-    timeout: Duration,
-) -> Run {
+async fn bench_niks3(pg: &Cluster, ds: &Dataset, stub: &stub_s3::StubS3, timeout: Duration) -> Run {
     let admin_url = pg.admin_url.clone();
     let url = pg.database("gc_bench_niks3").await;
     let name = db_name(&url);
@@ -440,7 +450,12 @@ async fn bench_niks3(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 202, "{:?}", response.text().await);
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{:?}",
+        response.text().await
+    );
     let (mut orphans, mut marked, mut vacuum) = (None, None, None);
     let status = loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -503,12 +518,18 @@ async fn bench_niks3(
     let temp_after = probe::temp_usage(&admin_url, &name).await;
     run.temp = (temp_after.0 - temp_before.0, temp_after.1 - temp_before.1);
     let calls_after = stub.counters.snapshot();
-    run.bucket_calls = (calls_after.0 - calls_before.0, calls_after.1 - calls_before.1);
+    run.bucket_calls = (
+        calls_after.0 - calls_before.0,
+        calls_after.1 - calls_before.1,
+    );
     println!("niks3: {run:?}");
     drop(server);
     pg.finish(&name).await;
     run
 }
+
+/// One column of the report: how a run's figure is printed.
+type Column = Box<dyn Fn(&Run) -> String>;
 
 fn report(larder: Option<&Run>, niks3: Option<&Run>) {
     let cell = |run: Option<&Run>, f: &dyn Fn(&Run) -> String| match run {
@@ -516,8 +537,11 @@ fn report(larder: Option<&Run>, niks3: Option<&Run>) {
         Some(r) if r.timed_out => format!("timed out after {}", secs(r.total)),
         Some(r) => f(r),
     };
-    let rows: Vec<(&str, Box<dyn Fn(&Run) -> String>)> = vec![
-        ("GC run, end to end (niks3: without its VACUUM)", Box::new(|r| secs(r.total))),
+    let rows: Vec<(&str, Column)> = vec![
+        (
+            "GC run, end to end (niks3: without its VACUUM)",
+            Box::new(|r| secs(r.total)),
+        ),
         (
             "stale uploads + root expiry + mark",
             Box::new(|r| secs(r.mark + r.niks3_before_mark.unwrap_or_default())),
@@ -526,12 +550,18 @@ fn report(larder: Option<&Run>, niks3: Option<&Run>) {
             "  of which niks3's stale uploads + root expiry",
             Box::new(|r| r.niks3_before_mark.map_or("-".into(), secs)),
         ),
-        ("sweep, bucket calls to the stub included", Box::new(|r| secs(r.sweep))),
+        (
+            "sweep, bucket calls to the stub included",
+            Box::new(|r| secs(r.sweep)),
+        ),
         (
             "  of which bucket calls (measured by Larder)",
             Box::new(|r| r.bucket.map_or("-".into(), secs)),
         ),
-        ("niks3's closing VACUUM ANALYZE", Box::new(|r| r.vacuum.map_or("-".into(), secs))),
+        (
+            "niks3's closing VACUUM ANALYZE",
+            Box::new(|r| r.vacuum.map_or("-".into(), secs)),
+        ),
         ("roots expired", Box::new(|r| r.roots_expired.to_string())),
         ("objects marked", Box::new(|r| r.marked.to_string())),
         ("objects deleted", Box::new(|r| r.deleted.to_string())),
@@ -539,10 +569,19 @@ fn report(larder: Option<&Run>, niks3: Option<&Run>) {
             "bucket multi-deletes (requests / keys)",
             Box::new(|r| format!("{} / {}", r.bucket_calls.0, r.bucket_calls.1)),
         ),
-        ("peak RSS of the collector process", Box::new(|r| mb(r.peaks.process_hwm_kb))),
+        (
+            "peak RSS of the collector process",
+            Box::new(|r| mb(r.peaks.process_hwm_kb)),
+        ),
         (
             "largest PostgreSQL backend: private memory / peak RSS",
-            Box::new(|r| format!("{} / {}", mb(r.peaks.backend_anon_kb), mb(r.peaks.backend_hwm_kb))),
+            Box::new(|r| {
+                format!(
+                    "{} / {}",
+                    mb(r.peaks.backend_anon_kb),
+                    mb(r.peaks.backend_hwm_kb)
+                )
+            }),
         ),
         (
             "PostgreSQL temporary files",

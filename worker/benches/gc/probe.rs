@@ -71,13 +71,11 @@ pub async fn temp_usage(admin_url: &str, name: &str) -> (i64, i64) {
     // Statistics reach the shared view when a backend reports them, at most a second
     // after its transaction.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let row = sqlx::query(
-        "SELECT temp_files, temp_bytes FROM pg_stat_database WHERE datname = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let row = sqlx::query("SELECT temp_files, temp_bytes FROM pg_stat_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     (row.get(0), row.get(1))
 }
 

@@ -40,7 +40,8 @@ pub struct StubS3 {
 pub async fn start() -> StubS3 {
     let counters = Arc::new(Counters::default());
     let state = counters.clone();
-    let app = Router::new().fallback(move |method, uri, body| handle(state.clone(), method, uri, body));
+    let app =
+        Router::new().fallback(move |method, uri, body| handle(state.clone(), method, uri, body));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
