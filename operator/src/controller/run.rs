@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -20,6 +20,11 @@ use super::{binary_cache, gc_policy, Context, Error};
 use crate::build::GC_POLICY_LABEL;
 use crate::crd::{BinaryCache, GCPolicy};
 use crate::validate::referenced_secrets;
+
+/// Reconciles one controller runs at a time. Each sends a few requests side by side over
+/// connections of their own (HTTP/1.1); unbounded, a burst of new caches opens hundreds of
+/// TLS connections at once, which costs memory and gains nothing once the API server is busy.
+const CONCURRENCY: u16 = 16;
 
 /// What the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +55,7 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
     let caches = Controller::new(api::<BinaryCache>(client, ns), wc.clone());
     let cache_store = caches.store();
     let caches = caches
+        .with_config(config())
         .owns(api::<ServiceAccount>(client, ns), wc.clone())
         .owns(api::<ConfigMap>(client, ns), wc.clone())
         .owns(api::<Service>(client, ns), wc.clone())
@@ -89,6 +95,7 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
     let policies = Controller::new(api::<GCPolicy>(client, ns), wc.clone());
     let policy_store = policies.store();
     let policies = policies
+        .with_config(config())
         .owns(api::<CronJob>(client, ns), wc.clone())
         // Runs are Jobs of the CronJob (not owned by the policy): find the policy by label.
         .watches(
@@ -131,6 +138,10 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
         });
 
     futures::join!(caches, policies);
+}
+
+fn config() -> controller::Config {
+    controller::Config::default().concurrency(CONCURRENCY)
 }
 
 /// Runs one reconcile with metrics, logging and backoff bookkeeping.
