@@ -82,7 +82,13 @@ async fn only_the_leader_writes_and_the_follower_takes_over() {
     .await;
     // Not before the dead leader's Lease ran out: nobody else may write during that time.
     assert!(started.elapsed() >= LEASE / 2, "{:?}", started.elapsed());
-    assert!(b.reconciles("BinaryCache") > 0);
+    // The counter moves when the reconcile ends, after the ConfigMap was applied.
+    eventually("the follower counts its reconcile", WAIT, async || {
+        (b.reconciles("BinaryCache") > 0)
+            .then_some(())
+            .ok_or_else(|| "no reconcile yet".to_string())
+    })
+    .await;
     let (who, after) = holder(&client, &ns).await;
     assert_eq!(who.as_deref(), Some("replica-b"));
     assert_eq!(after, transitions + 1);
