@@ -21,6 +21,7 @@
 //! `LARDER_BENCH_NAR_MIB` (100), `LARDER_BENCH_NAR_RUNS` (5).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed benchmark step should panic
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -371,6 +372,73 @@ fn timed(what: &str, mut cmd: Command) -> (Duration, String) {
     (start.elapsed(), out)
 }
 
+/// CPU seconds (user + system) used so far by this benchmark's descendants, summed by
+/// command name (`garage`, `postgres`, `larder`, `niks3-server`); what waited-for
+/// children used (the push clients and their helpers) is under `clients`. Two
+/// snapshots tell who spent the CPU of a step: on a shared 2-core machine that, more
+/// than the wall time, says where to look.
+fn cpu_seconds() -> BTreeMap<String, f64> {
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+    const TICK: f64 = 100.0;
+    let me = std::process::id();
+    let mut procs: HashMap<u32, (u32, String, f64, f64)> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let ppid = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        procs.insert(pid, (ppid, comm, num(11) + num(12), num(13) + num(14)));
+    }
+    let mut by_comm = BTreeMap::new();
+    for (pid, (_, comm, own, children)) in &procs {
+        if *pid == me {
+            *by_comm.entry("clients".to_string()).or_insert(0.0) += children / TICK;
+            continue;
+        }
+        let mut parent = procs.get(pid).map(|p| p.0);
+        let mut depth = 0;
+        while let Some(p) = parent.filter(|p| *p > 1 && depth < 8) {
+            if p == me {
+                *by_comm.entry(comm.clone()).or_insert(0.0) += (own + children) / TICK;
+                break;
+            }
+            parent = procs.get(&p).map(|q| q.0);
+            depth += 1;
+        }
+    }
+    by_comm
+}
+
+/// What `after` adds to `before`, as `name 1.2s, …` for the names that used any.
+fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
+    after
+        .iter()
+        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d >= 0.05)
+        .map(|(k, d)| format!("{k} {d:.1}s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 struct PushRun {
     first: Duration,
     second: Duration,
@@ -392,9 +460,15 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
     let worker = Worker::start(test, backend, &[]);
     let token_file = worker.data_dir.join("push-token-file");
     std::fs::write(&token_file, &worker.token).unwrap();
+    let cpu_before = cpu_seconds();
     let (first, out) = timed(
         client.name(),
         push_command(client, &worker, &token_file, root),
+    );
+    eprintln!(
+        "  {} first push CPU: {}",
+        client.name(),
+        cpu_delta(&cpu_before, &cpu_seconds())
     );
     if client == Client::Larder {
         eprintln!("  larder push summary: {}", out.trim());
@@ -407,9 +481,15 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
         client.name(),
         stored.len()
     );
+    let cpu_before = cpu_seconds();
     let (second, _) = timed(
         client.name(),
         push_command(client, &worker, &token_file, root),
+    );
+    eprintln!(
+        "  {} second push CPU: {}",
+        client.name(),
+        cpu_delta(&cpu_before, &cpu_seconds())
     );
     assert_eq!(
         list_bucket(&bucket).len(),
