@@ -79,14 +79,14 @@ fn scratch_dir() -> PathBuf {
         std::process::id(),
         dir.display()
     );
-    Command::new("/bin/sh")
+    // Never waited for: it must outlive this process (as the harness's own watchdogs do).
+    let _ = Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn();
     dir
 }
 
@@ -174,7 +174,7 @@ fn random_base32(n: usize) -> String {
 /// character is 0 or 1).
 fn random_sha256() -> String {
     let rest = random_base32(51);
-    let first = if rest.as_bytes()[0] % 2 == 0 {
+    let first = if rest.as_bytes()[0].is_multiple_of(2) {
         '0'
     } else {
         '1'
