@@ -13,13 +13,17 @@ use crate::tools::binary;
 
 const HINT: &str = "install Debian's `nix-bin` package (e2e/tools/install-all.sh does)";
 
-/// One store path to build: its size in random (incompressible) bytes and what it references.
+/// One store path to build: its size in random (incompressible) bytes, optional text, and
+/// what it references.
 #[derive(Debug, Clone)]
 pub struct PathSpec {
     /// Derivation name (the part after the hash).
     pub name: String,
     /// Bytes of random content in `$out/blob`.
     pub size: u64,
+    /// Bytes of text in `$out/share/` (half a decimal dump, half base64 of random bytes:
+    /// compressible about as well as typical binaries and docs), beside the blob.
+    pub text: u64,
     /// Indices of earlier paths in the same closure that this one references.
     pub refs: Vec<usize>,
 }
@@ -30,8 +34,15 @@ impl PathSpec {
         PathSpec {
             name: name.to_string(),
             size,
+            text: 0,
             refs: refs.to_vec(),
         }
+    }
+
+    /// The same path with `text` bytes of text besides its random blob.
+    pub fn with_text(mut self, text: u64) -> PathSpec {
+        self.text = text;
+        self
     }
 }
 
@@ -75,7 +86,12 @@ impl Nix {
     ///
     /// Returns the store paths in the order of `specs`.
     pub fn build_closure(&self, test: &str, specs: &[PathSpec]) -> Vec<String> {
-        let salt = unique_name(test);
+        self.build_closure_salted(&unique_name(test), specs)
+    }
+
+    /// Builds `specs` with a salt of the caller's choosing: the same salt and specs give
+    /// the same store paths, so a benchmark rerun reuses what it built before.
+    pub fn build_closure_salted(&self, salt: &str, specs: &[PathSpec]) -> Vec<String> {
         let file = self.work.join(format!("{salt}.nix"));
         std::fs::write(&file, closure_expression(specs)).expect("write closure expression");
         let out = run(
@@ -85,7 +101,7 @@ impl Nix {
                 "--quiet",
                 "--argstr",
                 "salt",
-                &salt,
+                salt,
             ]),
         );
         let paths: Vec<String> = out.lines().map(str::to_string).collect();
@@ -120,17 +136,22 @@ impl Nix {
 /// A Nix expression taking `salt` and building `specs` with /bin/sh and coreutils only.
 fn closure_expression(specs: &[PathSpec]) -> String {
     let mut body = String::from(
-        "{ salt }:\nlet\n  mk = name: size: deps: derivation {\n    inherit name salt;\n    \
-         system = builtins.currentSystem;\n    builder = \"/bin/sh\";\n    args = [ \"-c\" ''\n      \
+        "{ salt }:\nlet\n  mk = name: size: text: deps: derivation {\n    inherit name salt;\n    \
+         system = builtins.currentSystem;\n    builder = \"/bin/sh\";\n    args = [ \"-c\" (''\n      \
          /bin/mkdir -p $out\n      /usr/bin/head -c ${toString size} /dev/urandom > $out/blob\n      \
-         echo \"${builtins.concatStringsSep \" \" (map toString deps)}\" > $out/refs\n    '' ];\n  };\n",
+         echo \"${builtins.concatStringsSep \" \" (map toString deps)}\" > $out/refs\n    '' + \
+         (if text == 0 then \"\" else ''\n      /bin/mkdir -p $out/share\n      \
+         /usr/bin/od -v -A d -t u1 /dev/urandom | /usr/bin/head -c ${toString (text / 2)} > $out/share/dump.txt\n      \
+         /usr/bin/head -c ${toString text} /dev/urandom | /usr/bin/base64 | \
+         /usr/bin/head -c ${toString (text - text / 2)} > $out/share/data.b64\n    '')) ];\n  };\n",
     );
     for (i, spec) in specs.iter().enumerate() {
         let refs: Vec<String> = spec.refs.iter().map(|r| format!("p{r}")).collect();
         body.push_str(&format!(
-            "  p{i} = mk \"{}\" {} [ {} ];\n",
+            "  p{i} = mk \"{}\" {} {} [ {} ];\n",
             spec.name,
             spec.size,
+            spec.text,
             refs.join(" ")
         ));
     }

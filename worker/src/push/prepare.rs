@@ -211,14 +211,24 @@ pub fn log_files(log_dir: &Path, drv: &StorePath) -> [PathBuf; 2] {
     [plain, bz2]
 }
 
+/// Largest build log uploaded; a bigger one is skipped with a warning (logs are a courtesy,
+/// and the whole log is held in memory to compress it).
+const MAX_LOG: u64 = 256 * 1024 * 1024;
+
 /// The build log of `drv`, `None` when the store has none.
 ///
-/// When this machine keeps logs locally and has no file for `drv`, no process is started:
-/// most paths of a closure were substituted, not built, and have no log.
+/// When this machine keeps logs locally, the file is read here: most paths of a closure
+/// were substituted, not built, and have no file at all, and for the others one
+/// `nix-store --read-log` per path costs tens of milliseconds of process start-up, which
+/// over a closure of hundreds of built paths added seconds to every push, cached or not.
+/// Only without a local log folder (a remote or daemon-only store) is Nix asked.
 pub async fn read_log(nix_store: &Path, drv: &StorePath) -> Result<Option<Vec<u8>>, String> {
     let dir = log_dir();
-    if dir.join("drvs").is_dir() && !log_files(&dir, drv).iter().any(|f| f.exists()) {
-        return Ok(None);
+    if dir.join("drvs").is_dir() {
+        let [plain, bz2] = log_files(&dir, drv);
+        return tokio::task::spawn_blocking(move || read_log_file(&plain, &bz2, MAX_LOG))
+            .await
+            .map_err(|e| format!("reading the log: {e}"))?;
     }
     let out = tokio::process::Command::new(nix_store)
         // Substituters would be asked for every path without a local log: slow and pointless.
@@ -242,6 +252,35 @@ pub async fn read_log(nix_store: &Path, drv: &StorePath) -> Result<Option<Vec<u8
             stderr.trim()
         ))
     }
+}
+
+/// A log as Nix stores it: `plain` if it exists, else `bz2` decompressed (Nix's default,
+/// `compress-build-log`); `None` when neither exists or the log is empty.
+fn read_log_file(plain: &Path, bz2: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    let open = |path: &Path| match std::fs::File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let (reader, path): (Box<dyn Read>, &Path) = match open(plain)? {
+        Some(file) => (Box::new(file), plain),
+        None => match open(bz2)? {
+            Some(file) => (
+                Box::new(bzip2::read::MultiBzDecoder::new(io::BufReader::new(file))),
+                bz2,
+            ),
+            None => return Ok(None),
+        },
+    };
+    let mut text = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{} holds more than {limit} bytes", path.display()));
+    }
+    Ok((!text.is_empty()).then_some(text))
 }
 
 /// Writes everything to `first`, and the same bytes to `second`; counts progress.
@@ -389,6 +428,39 @@ mod tests {
             e.contains("/nonexistent/larder-push") && e.contains("read the store path"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn logs_are_read_plain_or_bz2_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, bz2) = (dir.path().join("a.drv"), dir.path().join("a.drv.bz2"));
+        assert_eq!(read_log_file(&plain, &bz2, 1 << 20).unwrap(), None);
+
+        let compress = |data: &[u8]| {
+            let mut encoder =
+                bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        // Nix writes an (empty) compressed log even for a builder that prints nothing.
+        fs::write(&bz2, compress(b"")).unwrap();
+        assert_eq!(read_log_file(&plain, &bz2, 1 << 20).unwrap(), None);
+        fs::write(&bz2, compress(b"building\nok\n")).unwrap();
+        assert_eq!(
+            read_log_file(&plain, &bz2, 1 << 20).unwrap().as_deref(),
+            Some(&b"building\nok\n"[..])
+        );
+        // The plain file wins, as in Nix.
+        fs::write(&plain, b"plain\n").unwrap();
+        assert_eq!(
+            read_log_file(&plain, &bz2, 1 << 20).unwrap().as_deref(),
+            Some(&b"plain\n"[..])
+        );
+        let e = read_log_file(&plain, &bz2, 3).unwrap_err();
+        assert!(e.contains("more than 3 bytes"), "{e}");
+        fs::remove_file(&plain).unwrap();
+        fs::write(&bz2, b"not bzip2").unwrap();
+        assert!(read_log_file(&plain, &bz2, 1 << 20).is_err());
     }
 
     #[test]

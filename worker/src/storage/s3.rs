@@ -1,9 +1,11 @@
 //! The S3 backend: aws-sdk-s3 for the worker's own requests, presigned URLs for uploaders.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
@@ -11,10 +13,12 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use futures::stream::{self, BoxStream};
+use tokio::sync::OnceCell;
 
 use super::key::{normalize_prefix, validate_key, validate_prefix};
 use super::s3_body::{from_sdk, sdk_body};
 use super::s3_error::map_sdk_error;
+use super::s3_presign::{QuickPresigner, PROBE_KEY};
 use super::{
     check_expiry, ByteRange, Conditions, ContentRange, DeleteFailure, GetObject, ListedObject,
     ObjectMeta, PresignedRequest, PutBody, PutOptions, PutPresign, Result, S3Config, StorageError,
@@ -30,6 +34,11 @@ pub struct S3Store {
     pub(crate) bucket: String,
     /// Normalised prefix: empty, or ending in exactly one `/`.
     pub(crate) prefix: String,
+    /// Signs upload URLs without the SDK's per-request overhead; set up on first use,
+    /// `None` when the SDK's URLs do not have the expected shape (then the SDK signs).
+    pub(crate) quick: Arc<OnceCell<Option<QuickPresigner>>>,
+    /// Where the presigning client gets its credentials (the quick presigner asks too).
+    credentials: Option<SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -82,6 +91,8 @@ impl S3Store {
             presigner: builder(public),
             bucket: config.bucket.clone(),
             prefix: normalize_prefix(&config.prefix),
+            quick: Arc::new(OnceCell::new()),
+            credentials: shared.credentials_provider(),
         })
     }
 
@@ -303,6 +314,35 @@ impl S3Store {
     ) -> Result<PresignedRequest> {
         const OP: &str = "presign_put";
         let full = self.full_key(OP, key)?;
+        let config = presigning(OP, key, expires)?;
+        if let Some(quick) = self.quick().await {
+            let mut headers = Vec::new();
+            if let Some(sum) = options.checksum_sha256 {
+                headers.push(("x-amz-checksum-sha256".to_string(), base64_of(sum)));
+            }
+            if let Some(v) = &options.content_type {
+                headers.push(("content-type".to_string(), v.clone()));
+            }
+            if let Some(v) = &options.content_encoding {
+                headers.push(("content-encoding".to_string(), v.clone()));
+            }
+            let url = quick
+                .presign(
+                    "PUT",
+                    &full,
+                    &[("x-id", "PutObject")],
+                    &headers,
+                    expires,
+                    SystemTime::now(),
+                )
+                .await
+                .map_err(|e| StorageError::other(OP, key, e))?;
+            return Ok(PresignedRequest {
+                method: "PUT".into(),
+                url,
+                headers,
+            });
+        }
         let presigned = self
             .presigner
             .put_object()
@@ -311,7 +351,7 @@ impl S3Store {
             .set_checksum_sha256(options.checksum_sha256.map(base64_of))
             .set_content_type(options.content_type.clone())
             .set_content_encoding(options.content_encoding.clone())
-            .presigned(presigning(OP, key, expires)?)
+            .presigned(config)
             .await
             .map_err(|e| map_sdk_error(OP, key, e))?;
         Ok(PresignedRequest {
@@ -322,6 +362,31 @@ impl S3Store {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         })
+    }
+
+    /// The quick presigner, set up on first use from one URL the SDK presigns.
+    pub(crate) async fn quick(&self) -> Option<&QuickPresigner> {
+        self.quick
+            .get_or_init(|| async {
+                let region = self.presigner.config().region()?.to_string();
+                let provider = self.credentials.clone()?;
+                let probe = self
+                    .presigner
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(PROBE_KEY)
+                    .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).ok()?)
+                    .await
+                    .map_err(|e| tracing::debug!("presigning through the SDK: {e}"))
+                    .ok()?;
+                let quick = QuickPresigner::new(probe.uri(), region, provider);
+                if quick.is_none() {
+                    tracing::debug!("unexpected presigned URL shape; the SDK presigns");
+                }
+                quick
+            })
+            .await
+            .as_ref()
     }
 
     /// A presigned GET URL.
@@ -362,4 +427,174 @@ pub(crate) fn base64_of(sha256: [u8; 32]) -> String {
 
 fn to_system_time(t: &DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*t).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(url: &str) -> std::collections::BTreeMap<String, String> {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The quick presigner must sign exactly what the SDK signs: same URL, same signature.
+    #[tokio::test]
+    async fn quick_presigning_matches_the_sdk() {
+        let store = S3Store::new(&S3Config {
+            endpoint: Some("http://127.0.0.1:3900".into()),
+            region: Some("garage".into()),
+            bucket: "bucket".into(),
+            path_style: true,
+            access_key_id: Some("GK0123".into()),
+            secret_access_key: Some("secret".into()),
+            ..S3Config::default()
+        })
+        .await
+        .unwrap();
+        let quick = store
+            .quick()
+            .await
+            .expect("a quick presigner for a plain endpoint");
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let expires = Duration::from_secs(3600);
+        let config = || {
+            PresigningConfig::builder()
+                .start_time(time)
+                .expires_in(expires)
+                .build()
+                .unwrap()
+        };
+        let key = "cache/log/ab+c=d.drv";
+        let sum = [7u8; 32];
+
+        let sdk = store
+            .presigner
+            .put_object()
+            .bucket("bucket")
+            .key(key)
+            .checksum_sha256(base64_of(sum))
+            .presigned(config())
+            .await
+            .unwrap();
+        let headers = vec![("x-amz-checksum-sha256".to_string(), base64_of(sum))];
+        let ours = quick
+            .presign(
+                "PUT",
+                key,
+                &[("x-id", "PutObject")],
+                &headers,
+                expires,
+                time,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ours.split('?').next(),
+            sdk.uri().split('?').next(),
+            "{ours}\n{}",
+            sdk.uri()
+        );
+        assert_eq!(query(&ours), query(sdk.uri()), "{ours}\n{}", sdk.uri());
+        let sdk_headers: Vec<(String, String)> = sdk
+            .headers()
+            .map(|(k, v)| (k.to_lowercase(), v.to_string()))
+            .collect();
+        assert_eq!(sdk_headers, headers);
+
+        let sdk = store
+            .presigner
+            .upload_part()
+            .bucket("bucket")
+            .key(key)
+            .upload_id("id/with+chars")
+            .part_number(42)
+            .presigned(config())
+            .await
+            .unwrap();
+        let ours = quick
+            .presign(
+                "PUT",
+                key,
+                &[
+                    ("partNumber", "42"),
+                    ("uploadId", "id/with+chars"),
+                    ("x-id", "UploadPart"),
+                ],
+                &[],
+                expires,
+                time,
+            )
+            .await
+            .unwrap();
+        assert_eq!(query(&ours), query(sdk.uri()), "{ours}\n{}", sdk.uri());
+    }
+
+    /// Temporary credentials (IRSA, web identity) add a session token to what is signed.
+    #[tokio::test]
+    async fn quick_presigning_with_a_session_token_matches_the_sdk() {
+        let credentials =
+            Credentials::new("ASIA0123", "secret", Some("tok/en+=".into()), None, "t");
+        let sdk = Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version_latest()
+                .endpoint_url("https://s3.example:8443")
+                .region(Region::new("eu-west-3"))
+                .credentials_provider(credentials.clone())
+                .force_path_style(true)
+                .build(),
+        );
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let config = PresigningConfig::builder()
+            .start_time(time)
+            .expires_in(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let probe = sdk
+            .get_object()
+            .bucket("b")
+            .key(PROBE_KEY)
+            .presigned(config.clone())
+            .await
+            .unwrap();
+        let quick = QuickPresigner::new(
+            probe.uri(),
+            "eu-west-3".into(),
+            SharedCredentialsProvider::new(credentials),
+        )
+        .unwrap();
+        let expected = sdk
+            .put_object()
+            .bucket("b")
+            .key("nar/x.nar.zst")
+            .content_type("application/x-nix-nar")
+            .presigned(config)
+            .await
+            .unwrap();
+        let headers = vec![(
+            "content-type".to_string(),
+            "application/x-nix-nar".to_string(),
+        )];
+        let ours = quick
+            .presign(
+                "PUT",
+                "nar/x.nar.zst",
+                &[("x-id", "PutObject")],
+                &headers,
+                Duration::from_secs(600),
+                time,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            query(&ours),
+            query(expected.uri()),
+            "{ours}\n{}",
+            expected.uri()
+        );
+    }
 }

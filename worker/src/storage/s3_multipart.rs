@@ -38,6 +38,25 @@ impl S3Store {
         const OP: &str = "presign_part";
         let full = self.full_key(OP, key)?;
         check_part_number(OP, key, part_number)?;
+        let config = presigning(OP, key, expires)?;
+        if let Some(quick) = self.quick().await {
+            let number = part_number.to_string();
+            return quick
+                .presign(
+                    "PUT",
+                    &full,
+                    &[
+                        ("partNumber", number.as_str()),
+                        ("uploadId", upload_id),
+                        ("x-id", "UploadPart"),
+                    ],
+                    &[],
+                    expires,
+                    std::time::SystemTime::now(),
+                )
+                .await
+                .map_err(|e| StorageError::other(OP, key, e));
+        }
         let presigned = self
             .presigner
             .upload_part()
@@ -46,7 +65,7 @@ impl S3Store {
             .upload_id(upload_id)
             // check_part_number bounds it by 10000, well inside i32.
             .part_number(part_number as i32)
-            .presigned(presigning(OP, key, expires)?)
+            .presigned(config)
             .await
             .map_err(|e| map_sdk_error(OP, key, e))?;
         Ok(presigned.uri().to_string())

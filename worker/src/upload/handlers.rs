@@ -79,9 +79,12 @@ async fn start(
     body: Bytes,
 ) -> Result<Json<PendingClosureResponse>, ApiError> {
     state.authorize(&headers, Scope::Push)?;
+    let clock = std::time::Instant::now();
     let request: PendingClosureRequest = json(&body)?;
     let objects = plan::closure_objects(&request)?;
+    let planned = clock.elapsed();
     let started = pending::start(state.db(), &request.closure, &objects, now_ms()).await?;
+    let recorded = clock.elapsed();
 
     let kinds: BTreeMap<&str, (ObjectType, Option<u64>)> = request
         .objects
@@ -110,6 +113,16 @@ async fn start(
         .buffer_unordered(STORAGE_CONCURRENCY)
         .try_collect()
         .await?;
+    // Where a big session's time goes, for whoever tunes a deployment.
+    tracing::debug!(
+        id = started.id,
+        objects = objects.len(),
+        pending = prepared.len(),
+        parse_ms = planned.as_millis(),
+        db_ms = (recorded - planned).as_millis(),
+        presign_ms = (clock.elapsed() - recorded).as_millis(),
+        "upload session started"
+    );
     Ok(Json(PendingClosureResponse {
         id: started.id.to_string(),
         started_at: rfc3339(started.started_at),
