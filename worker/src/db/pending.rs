@@ -514,6 +514,16 @@ pub async fn delete_started_before(
         .begin()
         .await
         .context("begin stale session cleanup")?;
+    if db.backend() == Backend::Postgres {
+        // Lock the sessions first, in the order `complete` does (session row, then
+        // objects): the tombstone insert below takes object keys, and a `complete` of a
+        // stale session running at this moment would otherwise deadlock with us.
+        sqlx::query("SELECT id FROM pending_closures WHERE started_at < $1 ORDER BY id FOR UPDATE")
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await
+            .context("lock stale sessions")?;
+    }
     let uploads = sqlx::query(
         "SELECT m.key, m.upload_id FROM multipart_uploads m \
          JOIN pending_closures p ON p.id = m.pending_id WHERE p.started_at < $1",
