@@ -16,7 +16,8 @@
 //!    against shards touched + manifest + journal segments, cross-checked with the
 //!    worker's own request counter, and every answer checked.
 //!
-//! Tunables: `LARDER_BENCH_INDEX_N` (10,000,000), `LARDER_BENCH_INDEX_QUERIES` (10,000).
+//! Tunables: `LARDER_BENCH_INDEX_N` (10,000,000), `LARDER_BENCH_INDEX_QUERIES` (10,000);
+//! `LARDER_INDEX_JOBS` reaches `larder index build --jobs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed benchmark step should panic
 
 use std::collections::HashSet;
@@ -106,7 +107,8 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64,
     cmd.arg("-v")
         .arg(larder_bin())
         .args(["index", "build", "--json", "--public-url", &worker.url])
-        .env("LARDER_LOG", "larder_worker::index=debug");
+        .env("LARDER_LOG", "larder_worker::index=debug")
+        .env("NO_COLOR", "1");
     match folder {
         None => store_args(worker, &mut cmd),
         Some(folder) => {
@@ -134,7 +136,8 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64,
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let read = stderr
+    let plain = strip_ansi(&stderr);
+    let read = plain
         .lines()
         .find(|l| l.contains("read every narinfo"))
         .and_then(|l| l.split("ms=").nth(1))
@@ -142,6 +145,24 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64,
         .unwrap_or("?")
         .to_owned();
     (summary, wall, rss_kib, read)
+}
+
+/// The text without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// log2 C(2^160, n) = Σ_{i<n} log2(2^160 − i) − log2 n!, and 2^160 − i ≈ 2^160 here.
@@ -189,12 +210,41 @@ async fn served_index_requests(url: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-#[tokio::main]
-async fn main() {
+/// Points this run's temporary files (PostgreSQL's and Garage's data: gigabytes at 10M
+/// narinfos) at one folder that a watchdog removes once the benchmark has exited.
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("larder-bench-index-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Nothing else runs yet; the services started later inherit it.
+    std::env::set_var("TMPDIR", &dir);
+    let script = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 1; done; sleep 5; rm -rf '{}'",
+        std::process::id(),
+        dir.display()
+    );
+    // The watchdog outlives this process on purpose: nobody waits for it.
+    let _watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    dir
+}
+
+fn main() {
+    // Before any thread exists: it sets TMPDIR.
+    let scratch = scratch_dir();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(run(scratch));
+}
+
+async fn run(scratch: std::path::PathBuf) {
     let n = env_usize("LARDER_BENCH_INDEX_N", 10_000_000);
     let queries = env_usize("LARDER_BENCH_INDEX_QUERIES", 10_000);
     println!("# Index benchmarks");
     println!("larder: {}", larder_bin().display());
+    println!("scratch: {}", scratch.display());
     println!(
         "cores: {:?}",
         std::thread::available_parallelism().map(|n| n.get())

@@ -47,8 +47,8 @@ pub struct BuildArgs {
     /// False-positive rate of the Bloom filter (`bloom.bin`).
     #[arg(long, env = "LARDER_INDEX_BLOOM_RATE", default_value_t = 0.01)]
     pub bloom_rate: f64,
-    /// Shard files written at once.
-    #[arg(long, short = 'j', default_value_t = 16,
+    /// Shard files written at once (object stores answer small PUTs slowly, not rarely).
+    #[arg(long, short = 'j', env = "LARDER_INDEX_JOBS", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// Print only the JSON summary on stdout (it is always the last line).

@@ -55,11 +55,16 @@ pub struct QueryOutput {
 pub fn hash_part(arg: &str) -> Result<String, String> {
     let trimmed = arg.trim_end_matches('/');
     let hash = if trimmed.starts_with('/') {
-        StorePath::parse(trimmed).map(|p| p.hash_part().to_owned())
+        // A file inside a store path names that path too.
+        crate::push::closure::store_path_of(std::path::Path::new(trimmed))
+            .map(|p| p.hash_part().to_owned())
+            .ok_or_else(|| format!("not inside {}", crate::nix::store_path::STORE_DIR))
     } else if trimmed.len() == 32 {
         Ok(trimmed.to_owned())
     } else {
-        StorePath::from_basename(trimmed).map(|p| p.hash_part().to_owned())
+        StorePath::from_basename(trimmed)
+            .map(|p| p.hash_part().to_owned())
+            .map_err(|e| e.to_string())
     }
     .map_err(|e| format!("{arg}: {e}"))?;
     parse_hash(&hash).map_err(|e| format!("{arg}: {e}"))?;
@@ -149,12 +154,19 @@ mod tests {
         for arg in [
             format!("/nix/store/{H}-hello-2.12"),
             format!("/nix/store/{H}-hello-2.12/"),
+            format!("/nix/store/{H}-hello-2.12/bin/hello"),
             format!("{H}-hello-2.12"),
             H.to_string(),
         ] {
             assert_eq!(hash_part(&arg).unwrap_or_default(), H, "{arg}");
         }
-        for bad in ["", "hello", "/nix/store/x-y", &format!("{}e", &H[..31])] {
+        for bad in [
+            "",
+            "hello",
+            "/nix/store/x-y",
+            "/etc/passwd",
+            &format!("{}e", &H[..31]),
+        ] {
             assert!(hash_part(bad).is_err(), "{bad}");
         }
         assert_eq!(word(Answer::ProbablyPresent), "probably-present");
