@@ -238,6 +238,169 @@ async fn bytes_that_do_not_match_the_declared_hash_are_never_committed() {
     assert!(keys.is_empty(), "the bucket holds {keys:?}");
 }
 
+/// PUTs `body` to the presigned upload `object` describes, with its signed headers.
+async fn put(http: &reqwest::Client, object: &Value, body: Vec<u8>) -> u16 {
+    let headers: BTreeMap<String, String> =
+        serde_json::from_value(object["headers"].clone()).unwrap_or_default();
+    let mut put = http.put(object["presigned_url"].as_str().unwrap());
+    for (k, v) in &headers {
+        put = put.header(k, v);
+    }
+    put.body(body).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn files_declared_after_the_start_bind_their_upload_and_are_committed() {
+    let f = fixture("late-files", &[]);
+    let started: Value = f
+        .post("/api/pending_closures", f.push_token())
+        .json(&closure_request(None))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let files = format!("/api/pending_closures/{id}/files");
+    let body = b"compressed nar bytes".to_vec();
+    let hash = format!(
+        "sha256:{}",
+        larder_worker_free_base32(&Sha256::digest(&body))
+    );
+    let declare = |key: &str, hash: &str, size: usize| json!({"files": {key: {"file_hash": hash, "file_size": size}}});
+
+    // Refused declarations record nothing.
+    let before = f.snapshot().await;
+    let other = format!("{}.ls", "1".repeat(32));
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "no token",
+            f.post(&files, None).json(&declare(NAR, &hash, body.len())),
+            401,
+        ),
+        (
+            "read-only token",
+            f.post(&files, Some(&f.worker.read_token))
+                .json(&declare(NAR, &hash, body.len())),
+            403,
+        ),
+        (
+            "unknown session",
+            f.post("/api/pending_closures/999999/files", f.push_token())
+                .json(&declare(NAR, &hash, body.len())),
+            404,
+        ),
+        (
+            "malformed JSON",
+            f.post(&files, f.push_token()).body("{\"files\": "),
+            400,
+        ),
+        (
+            "nothing declared",
+            f.post(&files, f.push_token()).json(&json!({"files": {}})),
+            400,
+        ),
+        (
+            "bad hash",
+            f.post(&files, f.push_token())
+                .json(&declare(NAR, "sha256:nothex", 1)),
+            400,
+        ),
+        (
+            "traversal",
+            f.post(&files, f.push_token())
+                .json(&declare("../etc/passwd", &hash, 1)),
+            400,
+        ),
+        (
+            "not in the session",
+            f.post(&files, f.push_token()).json(&json!({"files": {
+            NAR: {"file_hash": hash, "file_size": body.len()},
+            other.as_str(): {"file_hash": hash, "file_size": 1}}})),
+            409,
+        ),
+    ];
+    for (name, request, expected) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, expected, "{name}: {text}");
+        assert!(!text.trim().is_empty(), "{name}: error without a message");
+    }
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "a refused declaration changed something"
+    );
+    let mut conn = PgConnection::connect(&f.database).await.unwrap();
+    let declared: Option<String> =
+        sqlx::query("SELECT file_hash FROM pending_objects WHERE key = $1")
+            .bind(NAR)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(declared, None, "the refused batch recorded its valid half");
+
+    // Declared: a PUT bound to the hash, which Garage enforces.
+    let answer: Value = f
+        .post(&files, f.push_token())
+        .json(&declare(NAR, &hash, body.len()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nar = &answer["pending_objects"][NAR];
+    let mut wrong = body.clone();
+    wrong.push(b'!');
+    assert_eq!(
+        put(&f.http, nar, wrong).await,
+        400,
+        "Garage took other bytes: {nar}"
+    );
+    assert_eq!(put(&f.http, nar, body.clone()).await, 200);
+    for key in [format!("{HASH}.narinfo"), format!("{HASH}.ls")] {
+        let object = &started["pending_objects"][key.as_str()];
+        assert_eq!(put(&f.http, object, b"x".to_vec()).await, 200, "{key}");
+    }
+    let complete = f
+        .post(
+            &format!("/api/pending_closures/{id}/complete"),
+            f.push_token(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        complete.status().as_u16(),
+        204,
+        "{}",
+        complete.text().await.unwrap()
+    );
+    let row = sqlx::query("SELECT file_hash, file_size FROM objects WHERE key = $1")
+        .bind(NAR)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<Option<String>, _>(0), Some(hash));
+    assert_eq!(row.get::<Option<i64>, _>(1), Some(body.len() as i64));
+    // The session is gone: declaring now names no session.
+    let late = f
+        .post(&files, f.push_token())
+        .json(&declare(
+            NAR,
+            "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+            1,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status().as_u16(), 404);
+}
+
 /// Nix's base-32 of a digest, written out here so the test does not trust the code it tests.
 fn larder_worker_free_base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";

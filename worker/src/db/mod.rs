@@ -12,6 +12,7 @@ pub mod index_epochs;
 pub mod journal;
 pub mod lease;
 pub mod pending;
+pub mod pending_files;
 pub mod pins;
 
 use std::str::FromStr;

@@ -57,8 +57,17 @@ pub enum ListingNode {
 impl Listing {
     /// Reads a whole NAR and lists it.
     pub fn from_nar<R: Read>(nar: R) -> Result<Self, ListingError> {
+        Self::from_nar_with(nar, ListingBuilder::default())
+    }
+
+    /// Like [`Listing::from_nar`], but names and symlink targets that are not UTF-8 are
+    /// listed with U+FFFD in place of the bad bytes (see [`ListingBuilder::lossy`]).
+    pub fn from_nar_lossy<R: Read>(nar: R) -> Result<Self, ListingError> {
+        Self::from_nar_with(nar, ListingBuilder::lossy())
+    }
+
+    fn from_nar_with<R: Read>(nar: R, mut builder: ListingBuilder) -> Result<Self, ListingError> {
         let mut reader = NarReader::new(nar);
-        let mut builder = ListingBuilder::default();
         while let Some(ev) = reader.next()? {
             builder.push(ev)?;
         }
@@ -86,9 +95,29 @@ pub struct ListingBuilder {
     /// Open directories: the entry name each has in its parent, and its entries so far.
     stack: Vec<(Option<String>, BTreeMap<String, ListingNode>)>,
     root: Option<ListingNode>,
+    /// Replace bytes that are not UTF-8 instead of failing.
+    lossy: bool,
 }
 
 impl ListingBuilder {
+    /// A builder that lists names that are not UTF-8 with U+FFFD in place of the bad
+    /// bytes rather than failing: a push declares every path's listing before reading
+    /// it, and a listing is for browsing, never for checking contents.
+    pub fn lossy() -> Self {
+        Self {
+            lossy: true,
+            ..Self::default()
+        }
+    }
+
+    fn text(&self, what: &'static str, bytes: Vec<u8>) -> Result<String, ListingError> {
+        if self.lossy {
+            return Ok(String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
+        }
+        utf8(what, bytes)
+    }
+
     /// Takes the next event from a [`NarReader`].
     pub fn push(&mut self, event: NarEvent) -> Result<(), ListingError> {
         match event {
@@ -106,14 +135,14 @@ impl ListingBuilder {
                 },
             ),
             NarEvent::Symlink { name, target } => {
-                let target = utf8("symlink target", target)?;
+                let target = self.text("symlink target", target)?;
                 self.place(name, ListingNode::Symlink { target })
             }
             NarEvent::Directory { name } => {
                 if self.root.is_some() {
                     return Err(ListingError::Unbalanced("a node after the root ended"));
                 }
-                let name = name.map(|n| utf8("entry name", n)).transpose()?;
+                let name = name.map(|n| self.text("entry name", n)).transpose()?;
                 self.stack.push((name, BTreeMap::new()));
                 Ok(())
             }
@@ -136,7 +165,7 @@ impl ListingBuilder {
     }
 
     fn place(&mut self, name: Option<Vec<u8>>, node: ListingNode) -> Result<(), ListingError> {
-        let name = name.map(|n| utf8("entry name", n)).transpose()?;
+        let name = name.map(|n| self.text("entry name", n)).transpose()?;
         self.place_utf8(name, node)
     }
 
@@ -232,6 +261,10 @@ mod tests {
                 ..
             })
         ));
+        // A push lists it anyway, the bad byte replaced.
+        let lossy = Listing::from_nar_lossy(nar.as_slice()).unwrap();
+        let expected = r#"{"version":1,"root":{"type":"directory","entries":{"?":{"type":"symlink","target":"a"}}}}"#;
+        assert_eq!(lossy.to_json().unwrap(), expected.replace('?', "\u{fffd}"));
         assert!(matches!(
             Listing::from_nar(&b"x"[..]),
             Err(ListingError::Nar(_))

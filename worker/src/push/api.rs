@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::wire::{
-    CompleteMultipartRequest, PendingClosureRequest, PendingClosureResponse, RequestPartsRequest,
-    RequestPartsResponse, SignRequest, SignResponse,
+    CompleteMultipartRequest, DeclareFilesRequest, DeclareFilesResponse, PendingClosureRequest,
+    PendingClosureResponse, RequestPartsRequest, RequestPartsResponse, SignRequest, SignResponse,
 };
 
 use super::retry::{jitter, Decision, Outcome, RetryPolicy};
@@ -102,6 +102,21 @@ impl Api {
             req.narinfos.len()
         );
         self.post_json(&step, &format!("/api/pending_closures/{id}/sign"), req)
+            .await
+    }
+
+    /// Larder's `POST /api/pending_closures/{id}/files`: hashes of compressed objects,
+    /// answered with PUTs bound to them.
+    pub async fn declare_files(
+        &self,
+        id: &str,
+        req: &DeclareFilesRequest,
+    ) -> Result<DeclareFilesResponse, PushError> {
+        let step = format!(
+            "declare {} file(s) in pending closure {id}",
+            req.files.len()
+        );
+        self.post_json(&step, &format!("/api/pending_closures/{id}/files"), req)
             .await
     }
 

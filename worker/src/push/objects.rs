@@ -49,47 +49,14 @@ impl PathObjects {
         ObjectKey::narinfo(&self.info.path)
     }
 
-    /// `nar/<NarHash base32>.nar.zst`, as niks3 names it.
+    /// The NAR's key, as [`DeclaredPath::nar_key`].
     pub fn nar_key(&self) -> ObjectKey {
-        ObjectKey::nar(&self.info.nar_hash, NAR_COMPRESSION)
+        nar_key(&self.info)
     }
 
     /// `<hash>.ls`.
     pub fn listing_key(&self) -> ObjectKey {
         ObjectKey::listing(&self.info.path)
-    }
-
-    /// The objects this path uploads, each with its references: the narinfo references
-    /// every referenced path's narinfo, its own NAR and its listing; the rest nothing.
-    pub fn object_requests(&self) -> Vec<ObjectRequest> {
-        let mut narinfo_refs: BTreeSet<String> = self
-            .info
-            .references
-            .iter()
-            .map(|r| ObjectKey::narinfo(r).into_string())
-            .collect();
-        narinfo_refs.insert(self.nar_key().into_string());
-        if self.listing.is_some() {
-            narinfo_refs.insert(self.listing_key().into_string());
-        }
-        let mut out = vec![
-            ObjectRequest {
-                key: self.narinfo_key().into_string(),
-                kind: ObjectType::Narinfo,
-                refs: narinfo_refs.into_iter().collect(),
-                nar_size: None,
-                file_hash: None,
-                file_size: None,
-            },
-            leaf(self.nar_key(), &self.nar, Some(self.info.nar_size)),
-        ];
-        if let Some(listing) = &self.listing {
-            out.push(leaf(self.listing_key(), listing, None));
-        }
-        if let Some((key, digest)) = &self.log {
-            out.push(leaf(key.clone(), digest, None));
-        }
-        out
     }
 
     /// What the worker needs to sign this path's narinfo.
@@ -140,14 +107,81 @@ impl PathObjects {
     }
 }
 
-fn leaf(key: ObjectKey, digest: &FileDigest, nar_size: Option<u64>) -> ObjectRequest {
-    ObjectRequest {
-        kind: key.object_type(),
-        key: key.into_string(),
-        refs: Vec::new(),
-        nar_size,
-        file_hash: Some(digest.hash.to_string()),
-        file_size: Some(digest.size),
+fn nar_key(info: &PathInfo) -> ObjectKey {
+    ObjectKey::nar(&info.nar_hash, NAR_COMPRESSION)
+}
+
+/// A path as a push declares it before reading it: what Nix says about it, and the key
+/// of its build log when the store has one. Its listing is always declared: the push
+/// makes one for every path it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredPath {
+    /// What Nix says about the path.
+    pub info: PathInfo,
+    /// `log/<deriver>`, when the local store has the deriver's build log.
+    pub log: Option<ObjectKey>,
+}
+
+impl DeclaredPath {
+    /// `<hash>.narinfo`.
+    pub fn narinfo_key(&self) -> ObjectKey {
+        ObjectKey::narinfo(&self.info.path)
+    }
+
+    /// `nar/<NarHash base32>.nar.zst`, as niks3 names it.
+    pub fn nar_key(&self) -> ObjectKey {
+        nar_key(&self.info)
+    }
+
+    /// `<hash>.ls`.
+    pub fn listing_key(&self) -> ObjectKey {
+        ObjectKey::listing(&self.info.path)
+    }
+
+    /// The keys of the objects that are not the narinfo: NAR, listing, log.
+    pub fn leaf_keys(&self) -> Vec<String> {
+        let mut keys = vec![
+            self.nar_key().into_string(),
+            self.listing_key().into_string(),
+        ];
+        keys.extend(self.log.iter().map(|k| k.as_str().to_string()));
+        keys
+    }
+
+    /// The objects this path uploads, each with its references: the narinfo references
+    /// every referenced path's narinfo, its own NAR and its listing; the rest nothing.
+    /// No file hashes: they are declared per object once known (`/files`).
+    pub fn object_requests(&self) -> Vec<ObjectRequest> {
+        let mut narinfo_refs: BTreeSet<String> = self
+            .info
+            .references
+            .iter()
+            .map(|r| ObjectKey::narinfo(r).into_string())
+            .collect();
+        narinfo_refs.insert(self.nar_key().into_string());
+        narinfo_refs.insert(self.listing_key().into_string());
+        let leaf = |key: ObjectKey, nar_size| ObjectRequest {
+            kind: key.object_type(),
+            key: key.into_string(),
+            refs: Vec::new(),
+            nar_size,
+            file_hash: None,
+            file_size: None,
+        };
+        let mut out = vec![
+            ObjectRequest {
+                key: self.narinfo_key().into_string(),
+                kind: ObjectType::Narinfo,
+                refs: narinfo_refs.into_iter().collect(),
+                nar_size: None,
+                file_hash: None,
+                file_size: None,
+            },
+            leaf(self.nar_key(), Some(self.info.nar_size)),
+            leaf(self.listing_key(), None),
+        ];
+        out.extend(self.log.clone().map(|k| leaf(k, None)));
+        out
     }
 }
 
@@ -156,7 +190,7 @@ fn leaf(key: ObjectKey, digest: &FileDigest, nar_size: Option<u64>) -> ObjectReq
 /// whole closure, so that cannot happen unless the store changed meanwhile).
 pub fn closure_request(
     root: &StorePath,
-    paths: &BTreeMap<StorePath, PathObjects>,
+    paths: &BTreeMap<StorePath, DeclaredPath>,
 ) -> PendingClosureRequest {
     let mut seen = BTreeSet::new();
     let mut stack = vec![root.clone()];
@@ -176,6 +210,31 @@ pub fn closure_request(
     }
 }
 
+/// The paths a push must read, biggest first (so no big NAR is left to compress at the
+/// end), each with the pending objects it uploads. A path is read when any of its
+/// objects is pending: a pending narinfo needs its NAR's file hash even when the NAR
+/// is present. An object two paths share (one NAR for two paths) goes up once.
+pub fn work(
+    paths: &BTreeMap<StorePath, DeclaredPath>,
+    pending: &BTreeSet<String>,
+) -> Vec<(StorePath, Vec<String>)> {
+    let mut claimed = BTreeSet::new();
+    let mut out: Vec<(u64, StorePath, Vec<String>)> = Vec::new();
+    for p in paths.values() {
+        let narinfo_pending = pending.contains(p.narinfo_key().as_str());
+        let leaves: Vec<String> = p
+            .leaf_keys()
+            .into_iter()
+            .filter(|k| pending.contains(k) && claimed.insert(k.clone()))
+            .collect();
+        if narinfo_pending || !leaves.is_empty() {
+            out.push((p.info.nar_size, p.info.path.clone(), leaves));
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, p, l)| (p, l)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,48 +243,54 @@ mod tests {
         StorePath::from_basename(&format!("{}-{name}", hash_char.to_string().repeat(32))).unwrap()
     }
 
+    fn info(hash_char: char, name: &str, refs: &[StorePath], nar_size: u64) -> PathInfo {
+        PathInfo {
+            path: sp(hash_char, name),
+            nar_hash: NixHash::of(name.as_bytes()),
+            nar_size,
+            references: refs.to_vec(),
+            deriver: Some(sp('d', &format!("{name}.drv"))),
+            ca: None,
+            signatures: vec![],
+        }
+    }
+
+    fn declared(hash_char: char, name: &str, refs: &[StorePath], with_log: bool) -> DeclaredPath {
+        let info = info(hash_char, name, refs, 1000);
+        let log = with_log.then(|| ObjectKey::build_log(info.deriver.as_ref().unwrap()).unwrap());
+        DeclaredPath { info, log }
+    }
+
     fn path(hash_char: char, name: &str, refs: &[StorePath], with_log: bool) -> PathObjects {
-        let p = sp(hash_char, name);
-        let deriver = sp('d', &format!("{name}.drv"));
+        let d = declared(hash_char, name, refs, with_log);
         PathObjects {
-            info: PathInfo {
-                path: p.clone(),
-                nar_hash: NixHash::of(name.as_bytes()),
-                nar_size: 1000,
-                references: refs.to_vec(),
-                deriver: Some(deriver.clone()),
-                ca: None,
-                signatures: vec![],
-            },
+            info: d.info,
             nar: FileDigest::of(b"compressed nar"),
             listing: Some(FileDigest::of(b"ls")),
-            log: with_log.then(|| {
-                (
-                    ObjectKey::build_log(&deriver).unwrap(),
-                    FileDigest::of(b"log"),
-                )
-            }),
+            log: d.log.map(|k| (k, FileDigest::of(b"log"))),
         }
     }
 
     #[test]
     fn objects_and_refs_follow_niks3_wire() {
         let dep = sp('b', "dep");
-        let p = path('a', "app", &[dep.clone(), sp('a', "app")], true);
+        let p = declared('a', "app", &[dep.clone(), sp('a', "app")], true);
         let objects = p.object_requests();
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         let nar_key = format!("nar/{}.nar.zst", NixHash::of(b"app").to_base32());
         let a = "a".repeat(32);
         let b = "b".repeat(32);
+        let log = format!("log/{}-app.drv", "d".repeat(32));
         assert_eq!(
             keys,
             [
                 format!("{a}.narinfo"),
                 nar_key.clone(),
                 format!("{a}.ls"),
-                format!("log/{}-app.drv", "d".repeat(32)),
+                log.clone()
             ]
         );
+        assert_eq!(p.leaf_keys(), [nar_key.clone(), format!("{a}.ls"), log]);
         // The narinfo references its dependency's narinfo, itself, its NAR and listing.
         let mut expected = vec![
             format!("{a}.narinfo"),
@@ -236,35 +301,28 @@ mod tests {
         expected.sort();
         assert_eq!(objects[0].refs, expected);
         assert_eq!(objects[0].kind, ObjectType::Narinfo);
-        assert_eq!(objects[0].file_hash, None);
-        // Leaves reference nothing and declare what the storage must receive.
+        // Nothing is read yet: no file hashes; leaves reference nothing.
+        for o in &objects {
+            assert_eq!((o.file_hash.as_deref(), o.file_size), (None, None));
+        }
         for leaf in &objects[1..] {
             assert!(leaf.refs.is_empty());
-            assert!(leaf.file_hash.as_deref().unwrap().starts_with("sha256:"));
         }
         assert_eq!(objects[1].kind, ObjectType::Nar);
         assert_eq!(objects[1].nar_size, Some(1000));
-        assert_eq!(objects[1].file_size, Some(14));
         assert_eq!(objects[2].kind, ObjectType::Listing);
         assert_eq!(objects[3].kind, ObjectType::BuildLog);
-    }
-
-    #[test]
-    fn a_path_without_listing_does_not_reference_one() {
-        let mut p = path('a', "app", &[], false);
-        p.listing = None;
-        let objects = p.object_requests();
-        assert_eq!(objects.len(), 2);
-        assert!(objects[0].refs.iter().all(|r| !r.ends_with(".ls")));
+        let without_log = declared('a', "app", &[], false);
+        assert_eq!(without_log.object_requests().len(), 3);
     }
 
     #[test]
     fn a_closure_holds_exactly_what_its_root_reaches() {
-        let base = path('c', "base", &[], false);
-        let lib = path('b', "lib", std::slice::from_ref(&base.info.path), false);
-        let app = path('a', "app", &[lib.info.path.clone(), sp('a', "app")], true);
-        let other = path('f', "other", &[], false);
-        let all: BTreeMap<StorePath, PathObjects> = [&base, &lib, &app, &other]
+        let base = declared('c', "base", &[], false);
+        let lib = declared('b', "lib", std::slice::from_ref(&base.info.path), false);
+        let app = declared('a', "app", &[lib.info.path.clone(), sp('a', "app")], true);
+        let other = declared('f', "other", &[], false);
+        let all: BTreeMap<StorePath, DeclaredPath> = [&base, &lib, &app, &other]
             .into_iter()
             .map(|p| (p.info.path.clone(), p.clone()))
             .collect();
@@ -284,6 +342,50 @@ mod tests {
         assert_eq!(req.objects.len(), 4 + 3 + 3);
         let req = closure_request(&base.info.path, &all);
         assert_eq!(req.objects.len(), 3);
+    }
+
+    #[test]
+    fn work_reads_what_has_anything_pending_biggest_first() {
+        let small = DeclaredPath {
+            info: info('a', "small", &[], 10),
+            log: None,
+        };
+        let big = DeclaredPath {
+            info: info('b', "big", &[], 10_000),
+            log: None,
+        };
+        // Same NAR as `small` under another name: the NAR goes up once.
+        let mut twin = DeclaredPath {
+            info: info('c', "twin", &[], 10),
+            log: None,
+        };
+        twin.info.nar_hash = small.info.nar_hash;
+        let cached = DeclaredPath {
+            info: info('g', "cached", &[], 1_000_000),
+            log: None,
+        };
+        // Only its narinfo is pending (its NAR is present): read for the file hash.
+        let relabelled = DeclaredPath {
+            info: info('f', "relabelled", &[], 50),
+            log: None,
+        };
+        let all: BTreeMap<StorePath, DeclaredPath> = [&small, &big, &twin, &cached, &relabelled]
+            .into_iter()
+            .map(|p| (p.info.path.clone(), p.clone()))
+            .collect();
+        let mut pending = BTreeSet::new();
+        for p in [&small, &big, &twin] {
+            pending.insert(p.narinfo_key().into_string());
+            pending.extend(p.leaf_keys());
+        }
+        pending.insert(relabelled.narinfo_key().into_string());
+        let work = work(&all, &pending);
+        let order: Vec<&str> = work.iter().map(|(p, _)| p.name()).collect();
+        assert_eq!(order, ["big", "relabelled", "small", "twin"]);
+        assert_eq!(work[0].1, big.leaf_keys());
+        assert!(work[1].1.is_empty());
+        assert_eq!(work[2].1, small.leaf_keys());
+        assert_eq!(work[3].1, [twin.listing_key().into_string()]);
     }
 
     #[test]

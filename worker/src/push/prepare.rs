@@ -52,8 +52,8 @@ pub struct NarPass {
     pub file: FileDigest,
     /// The compressed bytes.
     pub stored: Stored,
-    /// The listing, unless the tree has names JSON cannot hold (non-UTF-8).
-    pub listing: Option<Listing>,
+    /// The listing (names that are not UTF-8 listed with U+FFFD).
+    pub listing: Listing,
 }
 
 /// Dumps, hashes, compresses and lists `path` (blocking; run it on a blocking thread).
@@ -98,11 +98,7 @@ pub fn nar_pass(
     let (spool, file_hash, file_size) = file_hasher.finish();
     let stored = spool.finish().map_err(|e| fail("spool", e.to_string()))?;
     let listing = match listing_thread.join() {
-        Ok(Ok(listing)) => Some(listing),
-        Ok(Err(e)) => {
-            tracing::warn!(path = %shown, "no .ls listing: {e}");
-            None
-        }
+        Ok(listing) => listing.map_err(|e| fail("list", e.to_string()))?,
         Err(_) => return Err(fail("list", "the listing thread panicked".into())),
     };
     Ok(NarPass {
@@ -117,13 +113,53 @@ pub fn nar_pass(
     })
 }
 
+/// Where a path's build log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// A file in the local log folder, plain or bzip2-compressed.
+    File {
+        /// `drvs/<xx>/<rest>`.
+        plain: PathBuf,
+        /// The same with `.bz2`.
+        bz2: PathBuf,
+    },
+    /// Read already, from `nix-store --read-log` (a store without a local log folder).
+    Text(Bytes),
+}
+
+/// Size of a bzip2 stream of nothing.
+const EMPTY_BZIP2: u64 = 14;
+
+/// Finds the build log of `drv` without reading it when the store keeps logs in a local
+/// folder; otherwise asks `nix-store --read-log` (one process per path).
+pub async fn locate_log(nix_store: &Path, drv: &StorePath) -> Result<Option<LogSource>, String> {
+    let dir = log_dir();
+    if dir.join("drvs").is_dir() {
+        let [plain, bz2] = log_files(&dir, drv);
+        // A build that printed nothing leaves an empty file, or an empty bzip2 stream,
+        // which is 14 bytes (any content makes it longer): no log.
+        let longer =
+            |p: &Path, than| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > than);
+        let found = tokio::task::spawn_blocking(move || {
+            (longer(&plain, 0) || longer(&bz2, EMPTY_BZIP2))
+                .then_some(LogSource::File { plain, bz2 })
+        })
+        .await
+        .map_err(|e| format!("looking for the log: {e}"))?;
+        return Ok(found);
+    }
+    Ok(read_log(nix_store, drv)
+        .await?
+        .map(|t| LogSource::Text(Bytes::from(t))))
+}
+
 /// Prepares one path: the NAR pass, checked against what Nix recorded, plus the
-/// compressed listing and build log.
+/// compressed listing and build log (from `log`, found when the path was declared).
 pub async fn prepare_path(
     info: PathInfo,
+    log: Option<LogSource>,
     budget: Arc<MemoryBudget>,
     compress: CompressOptions,
-    nix_store: Option<PathBuf>,
     progress: ProgressBar,
 ) -> Result<PreparedPath, PushError> {
     let path = PathBuf::from(info.path.to_absolute());
@@ -148,46 +184,58 @@ pub async fn prepare_path(
             ),
         ));
     }
-    let listing = match &pass.listing {
-        None => None,
-        Some(listing) => {
-            let json = listing
-                .to_json()
-                .map_err(|e| fail("render the listing", e.to_string()))?;
-            Some(
-                compress_bytes(json.as_bytes(), compress.level)
-                    .map_err(|e| fail("compress the listing", e.to_string()))?,
-            )
+    let json = pass
+        .listing
+        .to_json()
+        .map_err(|e| fail("render the listing", e.to_string()))?;
+    let listing = compress_bytes(json.as_bytes(), compress.level)
+        .map_err(|e| fail("compress the listing", e.to_string()))?;
+    let log = match (&info.deriver, log) {
+        (Some(drv), Some(source)) => {
+            let key =
+                ObjectKey::build_log(drv).map_err(|e| fail("name the build log", e.to_string()))?;
+            let text = read_source(source)
+                .await
+                .map_err(|e| fail("read the build log", e))?;
+            let compressed = compress_bytes(&text, compress.level)
+                .map_err(|e| fail("compress the build log", e.to_string()))?;
+            Some((key, compressed))
         }
-    };
-    let log = match (&info.deriver, nix_store) {
-        (Some(drv), Some(nix_store)) => match read_log(&nix_store, drv).await {
-            Ok(Some(text)) => Some((
-                ObjectKey::build_log(drv).map_err(|e| fail("name the build log", e.to_string()))?,
-                compress_bytes(&text, compress.level)
-                    .map_err(|e| fail("compress the build log", e.to_string()))?,
-            )),
-            Ok(None) => None,
-            Err(message) => {
-                // Logs are a courtesy: a path without one is still worth pushing.
-                tracing::warn!(path = %shown, "skipping the build log of {drv}: {message}");
-                None
-            }
-        },
         _ => None,
     };
     let objects = PathObjects {
         nar: pass.file,
-        listing: listing.as_deref().map(FileDigest::of),
+        listing: Some(FileDigest::of(&listing)),
         log: log.as_ref().map(|(k, b)| (k.clone(), FileDigest::of(b))),
         info,
     };
     Ok(PreparedPath {
         objects,
         nar: pass.stored,
-        listing,
+        listing: Some(listing),
         log: log.map(|(_, b)| b),
     })
+}
+
+/// The text of a log found when the path was declared; gone since is an error, as the
+/// push has promised the worker that object.
+async fn read_source(source: LogSource) -> Result<Bytes, String> {
+    match source {
+        LogSource::Text(text) => Ok(text),
+        LogSource::File { plain, bz2 } => {
+            let shown = plain.display().to_string();
+            let gone = !plain.exists() && !bz2.exists();
+            let text = tokio::task::spawn_blocking(move || read_log_file(&plain, &bz2, MAX_LOG))
+                .await
+                .map_err(|e| format!("reading the log: {e}"))??;
+            match text {
+                Some(text) => Ok(Bytes::from(text)),
+                // Declared already: an empty log is still a log.
+                None if !gone => Ok(Bytes::new()),
+                None => Err(format!("{shown} was removed during the push")),
+            }
+        }
+    }
 }
 
 /// zstd-compresses bytes held in memory (listings, logs, narinfos).
@@ -310,7 +358,7 @@ type ListingThread = std::thread::JoinHandle<Result<Listing, crate::nix::listing
 fn spawn_lister() -> (BufWriter<ChannelWriter>, ListingThread) {
     let (tx, rx) = sync_channel::<Vec<u8>>(4);
     let thread = std::thread::spawn(move || {
-        Listing::from_nar(ChannelReader {
+        Listing::from_nar_lossy(ChannelReader {
             rx,
             buf: Vec::new(),
             pos: 0,
@@ -402,10 +450,7 @@ mod tests {
                 "zstd compressed the zeros"
             );
             assert_eq!(zstd::stream::decode_all(&compressed[..]).unwrap(), nar);
-            assert_eq!(
-                pass.listing.unwrap(),
-                Listing::from_nar(nar.as_slice()).unwrap()
-            );
+            assert_eq!(pass.listing, Listing::from_nar(nar.as_slice()).unwrap());
         }
     }
 

@@ -9,15 +9,16 @@ use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
 use super::wire::{PendingClosureResponse, PendingObject, SignRequest};
-use crate::nix::{ObjectType, Signature, StorePath};
+use crate::nix::{ObjectKey, ObjectType, Signature, StorePath};
 
-use super::objects::PathObjects;
-use super::prepare::{self, CompressOptions, PreparedPath};
+use super::objects::{self, DeclaredPath, PathObjects};
+use super::pipeline::Pipeline;
+use super::prepare::{self, CompressOptions, LogSource};
 use super::progress::{Progress, PushSummary};
 use super::retry::RetryPolicy;
 use super::spool::{MemoryBudget, Stored};
 use super::upload::{self, Payload, Uploaded, Uploader};
-use super::{api, cached, closure};
+use super::{api, closure};
 
 /// Why a push failed; every message names the path or object and the step.
 #[derive(Debug, Error)]
@@ -109,11 +110,6 @@ pub fn default_zstd_workers() -> u32 {
 
 /// Pushes the closures of `options.paths` to the worker.
 pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
-    push_with(options, true).await
-}
-
-/// A push that skips what the cache's index says it has when `use_index`.
-async fn push_with(options: PushOptions, use_index: bool) -> Result<PushSummary, PushError> {
     let started = Instant::now();
     if options.paths.is_empty() {
         return Err(PushError::Config("no paths to push".into()));
@@ -140,60 +136,78 @@ async fn push_with(options: PushOptions, use_index: bool) -> Result<PushSummary,
     let infos = closure::query(&options.nix, &roots).await?;
     let paths_total = infos.len();
     let progress = Progress::new(options.progress);
-    let (infos, cached) = if use_index {
-        cached::split(api.http(), &options.server, options.token.clone(), infos).await
-    } else {
-        (infos, BTreeMap::new())
-    };
+    let (declared, mut logs) = declare_all(&options, infos).await;
 
-    let prepared = prepare_all(&options, infos, &progress).await?;
-    let (paths, mut payloads) = split(prepared);
-
-    // One pending closure per root, so each root becomes a GC root of its own.
-    let mut sessions: Vec<(StorePath, PendingClosureResponse)> = Vec::new();
+    // One pending closure per root, so each root becomes a GC root of its own. Nothing
+    // is read yet: the worker answers with what it lacks, and only that is read.
+    let mut sessions: Vec<PendingClosureResponse> = Vec::new();
     for root in &roots {
-        let request = cached::closure_request(root, &paths, &cached);
-        sessions.push((root.clone(), api.start(&request).await?));
+        let request = objects::closure_request(root, &declared);
+        sessions.push(api.start(&request).await?);
     }
-    let pending_keys = sessions.iter().flat_map(|(_, s)| s.pending_objects.keys());
-    if cached::index_was_wrong(&cached, pending_keys) {
-        tracing::warn!("the cache lacks paths its index lists; pushing without the index");
-        return Box::pin(push_with(options, false)).await;
-    }
-    // An object pending in several closures is uploaded once, with the first URL.
+    // An object pending in several closures is uploaded once, in the first.
     let mut pending: BTreeMap<String, (usize, PendingObject)> = BTreeMap::new();
-    for (i, (_, session)) in sessions.iter().enumerate() {
+    for (i, session) in sessions.iter().enumerate() {
         for (key, object) in &session.pending_objects {
             pending.entry(key.clone()).or_insert((i, object.clone()));
         }
     }
-    // Free the spools of everything the cache already holds.
-    payloads.retain(|key, _| pending.contains_key(key));
+    let pending_keys: BTreeSet<String> = pending.keys().cloned().collect();
+    let work = objects::work(&declared, &pending_keys);
 
-    let upload_bar = progress.bytes("upload", payloads.values().map(|(_, p)| p.data.len()).sum());
+    let prepare_bar = progress.bytes(
+        "prepare",
+        work.iter().map(|(p, _)| declared[p].info.nar_size).sum(),
+    );
+    let upload_bar = progress.bytes("upload", 0);
     let uploader = Uploader::new(
         api.clone(),
         options.jobs,
         options.part_size,
         upload_bar.clone(),
     );
-    let mut objects_uploaded = 0;
-    let leaves: Vec<(&String, &PendingObject)> = pending
+    let pipeline = Pipeline {
+        api: &api,
+        uploader: &uploader,
+        sessions: &sessions,
+        pending: &pending,
+        budget: MemoryBudget::new(options.memory_budget),
+        compress: CompressOptions {
+            level: options.compression_level,
+            workers: options.zstd_workers,
+        },
+        prepare_bar: prepare_bar.clone(),
+        upload_bar: upload_bar.clone(),
+    };
+    let jobs: Vec<_> = work
         .iter()
-        .filter(|(_, (_, o))| o.kind != ObjectType::Narinfo)
-        .map(|(k, (_, o))| (k, o))
+        .map(|(path, leaves)| pipeline.path(&declared[path], logs.remove(path), leaves))
         .collect();
-    let results: Vec<Uploaded> = futures::stream::iter(leaves)
-        .map(|(key, object)| {
-            let payloads = &payloads;
+    let done: Vec<(PathObjects, usize)> = futures::stream::iter(jobs)
+        .buffer_unordered(options.jobs.max(1))
+        .try_collect()
+        .await?;
+    prepare_bar.finish_and_clear();
+    let mut objects_uploaded: usize = done.iter().map(|(_, n)| n).sum();
+    let prepared: BTreeMap<String, PathObjects> = done
+        .into_iter()
+        .map(|(p, _)| (p.narinfo_key().into_string(), p))
+        .collect();
+
+    let narinfos = sign_narinfos(&api, &options, &sessions, &pending, &prepared).await?;
+    let paths_uploaded = narinfos.len();
+    let results: Vec<Uploaded> = futures::stream::iter(&narinfos)
+        .map(|(key, body, object)| {
             let uploader = &uploader;
             async move {
-                let (what, payload) = payloads.get(key).ok_or_else(|| PushError::Http {
-                    step: format!("upload {key}"),
-                    status: None,
-                    message: "the worker asked for an object this push did not declare".into(),
-                })?;
-                uploader.upload(key, what, object, payload).await
+                let payload = Payload {
+                    data: Stored::bytes(body.clone()),
+                    headers: vec![
+                        ("content-type", "text/x-nix-narinfo"),
+                        ("content-encoding", "zstd"),
+                    ],
+                };
+                uploader.upload(key, "narinfo", object, &payload).await
             }
         })
         .buffer_unordered(options.jobs.max(1))
@@ -203,21 +217,83 @@ async fn push_with(options: PushOptions, use_index: bool) -> Result<PushSummary,
         .iter()
         .filter(|r| matches!(r, Uploaded::Sent(_)))
         .count();
-    drop(payloads);
+    upload_bar.finish_and_clear();
 
-    // Sign each pending narinfo in the closure it is pending in, then upload them all.
-    let by_key: BTreeMap<String, &PathObjects> = paths
-        .values()
-        .map(|p| (p.narinfo_key().into_string(), p))
-        .collect();
-    let mut narinfos: Vec<(String, Bytes, PendingObject)> = Vec::new();
-    for (i, (_, session)) in sessions.iter().enumerate() {
+    for (root, session) in roots.iter().zip(&sessions) {
+        api.complete(&session.id, &root.to_string()).await?;
+    }
+    Ok(PushSummary {
+        paths_total,
+        paths_uploaded,
+        objects_uploaded,
+        bytes_uploaded: uploader.bytes_sent(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Declares every path of the closure from what Nix says, looking up (not reading) each
+/// build log. A log that cannot be looked up is left out with a warning: logs are a
+/// courtesy, a path without one is still worth pushing.
+async fn declare_all(
+    options: &PushOptions,
+    infos: Vec<closure::PathInfo>,
+) -> (
+    BTreeMap<StorePath, DeclaredPath>,
+    BTreeMap<StorePath, LogSource>,
+) {
+    let nix_store = options.build_logs.then_some(options.nix_store.as_path());
+    let located: Vec<(closure::PathInfo, Option<LogSource>)> = futures::stream::iter(infos)
+        .map(|info| async move {
+            let log = match (&info.deriver, nix_store) {
+                (Some(drv), Some(nix_store)) => match prepare::locate_log(nix_store, drv).await {
+                    Ok(found) => found,
+                    Err(message) => {
+                        tracing::warn!(path = %info.path, "skipping the build log of {drv}: {message}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            (info, log)
+        })
+        .buffered(LOG_LOOKUPS)
+        .collect()
+        .await;
+    let mut declared = BTreeMap::new();
+    let mut logs = BTreeMap::new();
+    for (info, log) in located {
+        let key = match (&info.deriver, &log) {
+            (Some(drv), Some(_)) => ObjectKey::build_log(drv).ok(),
+            _ => None,
+        };
+        if let (Some(log), Some(_)) = (log, &key) {
+            logs.insert(info.path.clone(), log);
+        }
+        declared.insert(info.path.clone(), DeclaredPath { info, log: key });
+    }
+    (declared, logs)
+}
+
+/// Build logs looked up at once (a stat each, or a `nix-store --read-log`).
+const LOG_LOOKUPS: usize = 8;
+
+/// Signs each pending narinfo in the session it is pending in; returns the narinfos to
+/// upload, zstd-compressed, with how to upload each.
+async fn sign_narinfos(
+    api: &api::Api,
+    options: &PushOptions,
+    sessions: &[PendingClosureResponse],
+    pending: &BTreeMap<String, (usize, PendingObject)>,
+    prepared: &BTreeMap<String, PathObjects>,
+) -> Result<Vec<(String, Bytes, PendingObject)>, PushError> {
+    let mut narinfos = Vec::new();
+    for (i, session) in sessions.iter().enumerate() {
         let mut request = SignRequest {
             narinfos: BTreeMap::new(),
         };
-        for (key, (owner, object)) in &pending {
+        for (key, (owner, object)) in pending {
             if *owner == i && object.kind == ObjectType::Narinfo {
-                let path = by_key.get(key).ok_or_else(|| PushError::Http {
+                let path = prepared.get(key).ok_or_else(|| PushError::Http {
                     step: format!("sign {key}"),
                     status: None,
                     message: "the worker asked for a narinfo this push did not declare".into(),
@@ -251,130 +327,16 @@ async fn push_with(options: PushOptions, use_index: bool) -> Result<PushSummary,
                     "the worker returned no signature; the narinfo goes up unsigned"
                 );
             }
-            let text = by_key[key].narinfo(&sigs).render();
+            let path = &prepared[key];
+            let text = path.narinfo(&sigs).render();
             let body = prepare::compress_bytes(text.as_bytes(), options.compression_level)
                 .map_err(|e| PushError::Prepare {
-                    path: by_key[key].info.path.to_string(),
+                    path: path.info.path.to_string(),
                     step: "compress the narinfo",
                     message: e.to_string(),
                 })?;
             narinfos.push((key.clone(), body, pending[key].1.clone()));
         }
     }
-    let paths_uploaded = narinfos.len();
-    let results: Vec<Uploaded> = futures::stream::iter(&narinfos)
-        .map(|(key, body, object)| {
-            let uploader = &uploader;
-            async move {
-                let payload = Payload {
-                    data: Stored::bytes(body.clone()),
-                    headers: vec![
-                        ("content-type", "text/x-nix-narinfo"),
-                        ("content-encoding", "zstd"),
-                    ],
-                };
-                uploader.upload(key, "narinfo", object, &payload).await
-            }
-        })
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
-    objects_uploaded += results
-        .iter()
-        .filter(|r| matches!(r, Uploaded::Sent(_)))
-        .count();
-    upload_bar.finish_and_clear();
-
-    for (root, session) in &sessions {
-        api.complete(&session.id, &root.to_string()).await?;
-    }
-    Ok(PushSummary {
-        paths_total,
-        paths_uploaded,
-        objects_uploaded,
-        bytes_uploaded: uploader.bytes_sent(),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
-}
-
-/// Prepares every path, `--jobs` at a time.
-async fn prepare_all(
-    options: &PushOptions,
-    infos: Vec<closure::PathInfo>,
-    progress: &Progress,
-) -> Result<Vec<PreparedPath>, PushError> {
-    let bar = progress.bytes("prepare", infos.iter().map(|i| i.nar_size).sum());
-    let budget = MemoryBudget::new(options.memory_budget);
-    let compress = CompressOptions {
-        level: options.compression_level,
-        workers: options.zstd_workers,
-    };
-    let nix_store = options.build_logs.then(|| options.nix_store.clone());
-    let prepared = futures::stream::iter(infos)
-        .map(|info| {
-            prepare::prepare_path(
-                info,
-                budget.clone(),
-                compress,
-                nix_store.clone(),
-                bar.clone(),
-            )
-        })
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
-    bar.finish_and_clear();
-    Ok(prepared)
-}
-
-type Payloads = BTreeMap<String, (&'static str, Payload)>;
-
-/// Splits prepared paths into their descriptions and the bytes of each object key.
-fn split(prepared: Vec<PreparedPath>) -> (BTreeMap<StorePath, PathObjects>, Payloads) {
-    let mut paths = BTreeMap::new();
-    let mut payloads: Payloads = BTreeMap::new();
-    for p in prepared {
-        // Two paths with the same NAR share its key; the first one's bytes serve both.
-        payloads
-            .entry(p.objects.nar_key().into_string())
-            .or_insert((
-                "NAR",
-                Payload {
-                    data: p.nar,
-                    headers: vec![("content-type", "application/x-nix-nar")],
-                },
-            ));
-        if let Some(listing) = p.listing {
-            payloads.insert(
-                p.objects.listing_key().into_string(),
-                (
-                    "listing",
-                    Payload {
-                        data: Stored::bytes(listing),
-                        headers: vec![
-                            ("content-type", "application/json"),
-                            ("content-encoding", "zstd"),
-                        ],
-                    },
-                ),
-            );
-        }
-        if let (Some(log), Some((key, _))) = (p.log, &p.objects.log) {
-            payloads.insert(
-                key.as_str().to_string(),
-                (
-                    "build log",
-                    Payload {
-                        data: Stored::bytes(log),
-                        headers: vec![
-                            ("content-type", "text/plain; charset=utf-8"),
-                            ("content-encoding", "zstd"),
-                        ],
-                    },
-                ),
-            );
-        }
-        paths.insert(p.objects.info.path.clone(), p.objects);
-    }
-    (paths, payloads)
+    Ok(narinfos)
 }

@@ -33,6 +33,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/cache-config", get(cache_config))
         .route("/api/pending_closures", post(start).delete(cleanup))
         .route("/api/pending_closures/{id}/sign", post(sign))
+        .route(
+            "/api/pending_closures/{id}/files",
+            post(super::files::declare),
+        )
         .route("/api/pending_closures/{id}/complete", post(complete))
         .route("/api/multipart/request-parts", post(request_parts))
         .route("/api/multipart/complete", post(complete_multipart))
@@ -40,12 +44,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Parses a JSON body, answering 400 with serde's message when it is malformed.
-fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
 }
 
 /// Session ids are decimal; anything else names no session.
-fn session_id(raw: &str) -> Result<i64, ApiError> {
+pub(super) fn session_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no pending closure {}", crate::nix::preview(raw))))
 }
@@ -69,7 +73,11 @@ async fn cache_config(State(state): State<AppState>) -> Json<CacheConfig> {
             .map(|k| k.public_key().to_string())
             .collect(),
         api_version: API_VERSION,
-        features: vec!["file_hash".into(), "checksum_headers".into()],
+        features: vec![
+            "file_hash".into(),
+            "checksum_headers".into(),
+            "declare_files".into(),
+        ],
     })
 }
 
@@ -131,7 +139,7 @@ async fn start(
 }
 
 /// Presigns the upload of one object (single PUT or a new multipart upload).
-async fn prepare_upload(
+pub(super) async fn prepare_upload(
     state: &AppState,
     pending_id: i64,
     key: &str,

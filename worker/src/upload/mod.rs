@@ -1,5 +1,6 @@
 //! Upload sessions, the niks3 write API: pending closures, multipart, sign, commit.
 
+pub mod files;
 pub mod handlers;
 pub mod plan;
 pub mod wire;

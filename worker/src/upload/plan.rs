@@ -52,6 +52,19 @@ pub fn kind_code(kind: ObjectType) -> i64 {
     }
 }
 
+/// The kind a stored code stands for.
+pub fn kind_from_code(code: i64) -> Option<ObjectType> {
+    [
+        ObjectType::Narinfo,
+        ObjectType::Nar,
+        ObjectType::Listing,
+        ObjectType::BuildLog,
+        ObjectType::Realisation,
+    ]
+    .into_iter()
+    .find(|k| kind_code(*k) == code)
+}
+
 /// Validates a `pending_closures` request into the objects to record, sorted by key.
 pub fn closure_objects(req: &PendingClosureRequest) -> Result<Vec<ClosureObject>, PlanError> {
     if req.objects.is_empty() {

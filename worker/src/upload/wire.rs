@@ -169,3 +169,29 @@ pub struct CacheConfig {
     /// Larder: optional features this worker has.
     pub features: Vec<String>,
 }
+
+/// Larder: `POST /api/pending_closures/{id}/files`, the stored hash and size of objects
+/// the session waits for, declared once the client has compressed them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeclareFilesRequest {
+    /// Declarations by object key.
+    pub files: BTreeMap<String, FileInfo>,
+}
+
+/// The bytes a client will store as one object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileInfo {
+    /// `sha256:…` of the bytes; the storage will reject others.
+    pub file_hash: String,
+    /// Number of bytes.
+    pub file_size: u64,
+}
+
+/// Answer to `files`: a presigned PUT bound to the declared hash for each object that
+/// is uploaded in one request. Multipart objects are recorded but not listed: their
+/// upload goes on with the parts the session handed out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeclareFilesResponse {
+    /// How to upload each single-request object, by key.
+    pub pending_objects: BTreeMap<String, PendingObject>,
+}

@@ -1,0 +1,89 @@
+//! Late file declarations: a client that starts a session before it has compressed
+//! anything declares each object's stored hash and size once it knows them, and gets
+//! a presigned URL bound to that hash (`upload::files`).
+
+use sqlx::Row;
+
+use super::{Db, DbError, QueryContext};
+
+/// One object whose stored bytes a client declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDeclaration {
+    /// Object key.
+    pub key: String,
+    /// `sha256:<base32>` of the bytes to be stored.
+    pub file_hash: String,
+    /// Number of bytes to be stored.
+    pub file_size: i64,
+}
+
+/// A declared object the session still waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// Object key.
+    pub key: String,
+    /// Object kind code.
+    pub kind: i64,
+    /// Uncompressed NAR size, for NARs.
+    pub nar_size: Option<i64>,
+}
+
+/// What a declaration found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Declaration {
+    /// The session does not exist (never started, completed or cleaned up).
+    NoSession,
+    /// These keys are not objects the session waits for (unknown, or present already).
+    NotPending(Vec<String>),
+    /// Recorded; `complete` commits the objects with these hashes and sizes.
+    Recorded(Vec<Declared>),
+}
+
+/// Records the hash and size of objects session `id` waits for, all or none.
+pub async fn declare(db: &Db, id: i64, files: &[FileDeclaration]) -> Result<Declaration, DbError> {
+    let mut tx = db
+        .pool()
+        .begin()
+        .await
+        .context("begin a file declaration")?;
+    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("look up the pending closure")?
+        .is_some();
+    if !exists {
+        return Ok(Declaration::NoSession);
+    }
+    let mut declared = Vec::with_capacity(files.len());
+    let mut missing = Vec::new();
+    for file in files {
+        // One statement per object: a client declares a path's few objects at a time.
+        let row = sqlx::query(
+            "UPDATE pending_objects SET file_hash = $3, file_size = $4 \
+             WHERE pending_id = $1 AND key = $2 AND needs_upload = 1 \
+             RETURNING kind, nar_size",
+        )
+        .bind(id)
+        .bind(file.key.as_str())
+        .bind(file.file_hash.as_str())
+        .bind(file.file_size)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("record a declared file")?;
+        match row {
+            Some(row) => declared.push(Declared {
+                key: file.key.clone(),
+                kind: row.try_get(0).context("decode kind")?,
+                nar_size: row.try_get(1).context("decode nar_size")?,
+            }),
+            None => missing.push(file.key.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        // Dropping the transaction rolls back what was recorded: all or none.
+        return Ok(Declaration::NotPending(missing));
+    }
+    tx.commit().await.context("commit a file declaration")?;
+    Ok(Declaration::Recorded(declared))
+}
