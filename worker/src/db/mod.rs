@@ -13,6 +13,7 @@ pub mod journal;
 pub mod lease;
 pub mod pending;
 pub mod pending_files;
+pub mod pending_start;
 pub mod pins;
 
 use std::str::FromStr;

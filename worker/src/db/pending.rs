@@ -15,7 +15,7 @@ use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 pub const GC_LOCK_ID: i64 = 0x6c61_7264_6572_6763; // "lardergc"
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
-const CHUNK: usize = 500;
+pub(crate) const CHUNK: usize = 500;
 
 /// One object of a closure as the client declared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,88 +195,6 @@ fn collect_trusted(
     Ok(())
 }
 
-/// One `pending_objects` row, as the JSON PostgreSQL's `json_to_recordset` reads.
-#[derive(serde::Serialize)]
-struct PendingRow<'a> {
-    key: &'a str,
-    kind: i64,
-    refs: String,
-    nar_size: Option<i64>,
-    file_size: Option<i64>,
-    file_hash: Option<&'a str>,
-    needs_upload: i64,
-}
-
-/// Records the objects of session `id`; `trusted` are those already present.
-async fn insert_pending_objects(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    id: i64,
-    sorted: &[&ClosureObject],
-    trusted: &std::collections::HashSet<String>,
-) -> Result<(), DbError> {
-    let refs = |o: &ClosureObject| serde_json::to_string(&o.refs).unwrap_or_else(|_| "[]".into());
-    if backend == Backend::Postgres {
-        // One statement for the whole closure, for the reason given at touch_present_pg.
-        let rows: Vec<PendingRow> = sorted
-            .iter()
-            .map(|o| PendingRow {
-                key: &o.key,
-                kind: o.kind,
-                refs: refs(o),
-                nar_size: o.nar_size,
-                file_size: o.file_size,
-                file_hash: o.file_hash.as_deref(),
-                needs_upload: i64::from(!trusted.contains(&o.key)),
-            })
-            .collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| DbError::Query {
-            context: "encode pending objects",
-            source: sqlx::Error::Encode(Box::new(e)),
-        })?;
-        sqlx::query(
-            "INSERT INTO pending_objects (pending_id, key, kind, refs, nar_size, file_size, \
-             file_hash, needs_upload) SELECT $1, r.key, r.kind, r.refs, r.nar_size, \
-             r.file_size, r.file_hash, r.needs_upload FROM json_to_recordset($2::json) AS \
-             r(key TEXT, kind BIGINT, refs TEXT, nar_size BIGINT, file_size BIGINT, \
-             file_hash TEXT, needs_upload BIGINT)",
-        )
-        .bind(id)
-        .bind(rows)
-        .execute(&mut **tx)
-        .await
-        .context("record pending objects")?;
-        return Ok(());
-    }
-    for chunk in sorted.chunks(CHUNK) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO pending_objects (pending_id, key, kind, refs, nar_size, file_size, \
-             file_hash, needs_upload) VALUES {}",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(trusted_sql(sql));
-        for object in chunk {
-            query = query
-                .bind(id)
-                .bind(object.key.clone())
-                .bind(object.kind)
-                .bind(refs(object))
-                .bind(object.nar_size)
-                .bind(object.file_size)
-                .bind(object.file_hash.clone())
-                .bind(i64::from(!trusted.contains(&object.key)));
-        }
-        query
-            .execute(&mut **tx)
-            .await
-            .context("record pending objects")?;
-    }
-    Ok(())
-}
-
 /// Starts an upload session for `closure_key` with every object of the closure.
 pub async fn start(
     db: &Db,
@@ -284,37 +202,9 @@ pub async fn start(
     objects: &[ClosureObject],
     now: i64,
 ) -> Result<Started, DbError> {
-    let (mut tx, epoch) = begin_push(db).await?;
-    let id: i64 = sqlx::query(
-        "INSERT INTO pending_closures (closure_key, started_at, epoch) VALUES ($1, $2, $3) \
-         RETURNING id",
-    )
-    .bind(closure_key)
-    .bind(now)
-    .bind(epoch)
-    .fetch_one(&mut *tx)
-    .await
-    .and_then(|row| row.try_get(0))
-    .context("create the pending closure")?;
-
-    let mut sorted: Vec<&ClosureObject> = objects.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    sorted.dedup_by(|a, b| a.key == b.key);
-    let keys: Vec<&str> = sorted.iter().map(|o| o.key.as_str()).collect();
-    let trusted = touch_present(&mut tx, db.backend(), &keys, epoch, now).await?;
-
-    insert_pending_objects(&mut tx, db.backend(), id, &sorted, &trusted).await?;
-    let needs_upload = sorted
-        .iter()
-        .filter(|o| !trusted.contains(&o.key))
-        .map(|o| o.key.clone())
-        .collect();
-    tx.commit().await.context("commit the pending closure")?;
-    Ok(Started {
-        id,
-        started_at: now,
-        needs_upload,
-    })
+    let mut starting = super::pending_start::begin(db, closure_key, objects, now).await?;
+    starting.record().await?;
+    starting.commit(&[]).await
 }
 
 /// Every pending object of session `id`, sorted by key; `None` when there is no such session.

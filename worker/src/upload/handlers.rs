@@ -25,13 +25,16 @@ use super::wire::*;
 /// Version of the API Larder speaks (niks3's, plus additive fields).
 pub const API_VERSION: u32 = 1;
 /// Storage calls made at once while preparing or checking a closure.
-const STORAGE_CONCURRENCY: usize = 32;
+pub(super) const STORAGE_CONCURRENCY: usize = 32;
 
 /// Routes of the write API.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/cache-config", get(cache_config))
-        .route("/api/pending_closures", post(start).delete(cleanup))
+        .route(
+            "/api/pending_closures",
+            post(super::session::start).delete(cleanup),
+        )
         .route("/api/pending_closures/{id}/sign", post(sign))
         .route(
             "/api/pending_closures/{id}/files",
@@ -54,7 +57,7 @@ pub(super) fn session_id(raw: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no pending closure {}", crate::nix::preview(raw))))
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -79,63 +82,6 @@ async fn cache_config(State(state): State<AppState>) -> Json<CacheConfig> {
             "declare_files".into(),
         ],
     })
-}
-
-async fn start(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<PendingClosureResponse>, ApiError> {
-    state.authorize(&headers, Scope::Push)?;
-    let clock = std::time::Instant::now();
-    let request: PendingClosureRequest = json(&body)?;
-    let objects = plan::closure_objects(&request)?;
-    let planned = clock.elapsed();
-    let started = pending::start(state.db(), &request.closure, &objects, now_ms()).await?;
-    let recorded = clock.elapsed();
-
-    let kinds: BTreeMap<&str, (ObjectType, Option<u64>)> = request
-        .objects
-        .iter()
-        .map(|o| (o.key.as_str(), (o.kind, o.nar_size)))
-        .collect();
-    let checksums: BTreeMap<&str, &Option<String>> = objects
-        .iter()
-        .map(|o| (o.key.as_str(), &o.file_hash))
-        .collect();
-    // Futures are built eagerly: a lazy `map` closure over borrowed keys trips
-    // rustc's higher-ranked lifetime inference for `Send` handler futures.
-    let uploads: Vec<_> = started
-        .needs_upload
-        .iter()
-        .map(|key| {
-            let (kind, nar_size) = kinds
-                .get(key.as_str())
-                .copied()
-                .unwrap_or((ObjectType::Nar, None));
-            let checksum = checksums.get(key.as_str()).and_then(|h| h.as_deref());
-            prepare_upload(&state, started.id, key, kind, nar_size, checksum)
-        })
-        .collect();
-    let prepared: Vec<(String, PendingObject)> = futures::stream::iter(uploads)
-        .buffer_unordered(STORAGE_CONCURRENCY)
-        .try_collect()
-        .await?;
-    // Where a big session's time goes, for whoever tunes a deployment.
-    tracing::debug!(
-        id = started.id,
-        objects = objects.len(),
-        pending = prepared.len(),
-        parse_ms = planned.as_millis(),
-        db_ms = (recorded - planned).as_millis(),
-        presign_ms = (clock.elapsed() - recorded).as_millis(),
-        "upload session started"
-    );
-    Ok(Json(PendingClosureResponse {
-        id: started.id.to_string(),
-        started_at: rfc3339(started.started_at),
-        pending_objects: prepared.into_iter().collect(),
-    }))
 }
 
 /// Presigns the upload of one object (single PUT or a new multipart upload).
@@ -191,7 +137,7 @@ pub(super) async fn prepare_upload(
     Ok((key.to_string(), object))
 }
 
-async fn presign_parts(
+pub(super) async fn presign_parts(
     state: &AppState,
     key: &str,
     upload_id: &str,

@@ -3,6 +3,7 @@
 pub mod files;
 pub mod handlers;
 pub mod plan;
+pub mod session;
 pub mod wire;
 
 pub use handlers::router;
