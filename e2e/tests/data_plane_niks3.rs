@@ -138,3 +138,63 @@ fn niks3_client_pushes_and_nix_substitutes_on_postgres_and_garage() {
 fn niks3_client_pushes_and_nix_substitutes_on_the_embedded_default() {
     scenario("niks3-embedded", Backend::Embedded);
 }
+
+/// `larder push` against niks3-server itself: it has no file declarations, so the push
+/// uploads through the session's URLs (unchecked by the storage, as niks3's client does).
+#[test]
+fn larder_push_works_against_niks3_server() {
+    use larder_e2e::niks3::{Niks3Server, S3Bucket};
+    let test = "larder-to-niks3";
+    let nix = Nix::shared();
+    let paths = nix.build_closure(test, &closure_specs());
+    let bucket = larder_e2e::garage::bucket(test);
+    let server = Niks3Server::start(
+        &larder_e2e::postgres::database(test),
+        &S3Bucket {
+            endpoint: bucket.endpoint.clone(),
+            region: bucket.region.clone(),
+            bucket: bucket.name.clone(),
+            access_key: bucket.access_key.clone(),
+            secret_key: bucket.secret_key.clone(),
+        },
+        None,
+    );
+    let push = || {
+        let mut cmd = std::process::Command::new(larder_e2e::larder::larder_bin());
+        cmd.args(["push", "--json", "--quiet", "--server", server.url()])
+            .arg("--token-file")
+            .arg(server.token_file())
+            .arg(&paths[2])
+            .env("NIX_CONF_DIR", nix.conf_dir())
+            .env("NIX_REMOTE", "local");
+        let out = run("larder push to niks3-server", &mut cmd);
+        let summary: serde_json::Value =
+            serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap();
+        summary
+    };
+    let first = push();
+    assert_eq!(first["paths_total"], 3, "{first}");
+    assert_eq!(first["paths_uploaded"], 3, "{first}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let keys: Vec<String> = runtime.block_on(async {
+        let listed = bucket
+            .client()
+            .list_objects_v2()
+            .bucket(&bucket.name)
+            .send()
+            .await
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    });
+    for path in &paths {
+        let base = path.trim_start_matches("/nix/store/");
+        let narinfo = format!("{}.narinfo", &base[..32]);
+        assert!(keys.contains(&narinfo), "{narinfo} not in {keys:?}");
+    }
+    let second = push();
+    assert_eq!(second["objects_uploaded"], 0, "{second}");
+}

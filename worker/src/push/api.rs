@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::wire::{
     CompleteMultipartRequest, DeclareFilesRequest, DeclareFilesResponse, PendingClosureRequest,
     PendingClosureResponse, RequestPartsRequest, RequestPartsResponse, SignRequest, SignResponse,
+    DECLARE_FILES,
 };
 
 use super::retry::{jitter, Decision, Outcome, RetryPolicy};
@@ -84,6 +85,28 @@ impl Api {
             status: None,
             message: format!("unexpected answer: {e}"),
         })
+    }
+
+    /// Whether the server takes file declarations after the start of a session (a
+    /// Larder worker; niks3-server and older workers do not, and their presigned PUTs
+    /// then go unchecked by the storage). `GET /api/cache-config`'s `features`.
+    pub async fn declares_files(&self) -> Result<bool, PushError> {
+        #[derive(serde::Deserialize)]
+        struct Features {
+            #[serde(default)]
+            features: Vec<String>,
+        }
+        let step = "ask the server what it supports";
+        let response = send(step, self.retry, || {
+            self.request(Method::GET, "/api/cache-config")
+        })
+        .await?;
+        let config: Features = response.json().await.map_err(|e| PushError::Http {
+            step: step.to_string(),
+            status: None,
+            message: format!("unexpected answer: {e}"),
+        })?;
+        Ok(config.features.iter().any(|f| f == DECLARE_FILES))
     }
 
     /// `POST /api/pending_closures`.

@@ -33,6 +33,8 @@ pub struct Pipeline<'a> {
     /// Every pending object: the session it is pending in (an index into `sessions`)
     /// and how the session said to upload it.
     pub pending: &'a BTreeMap<String, (usize, PendingObject)>,
+    /// Whether the server takes file declarations (else the session's URLs are used).
+    pub declare_files: bool,
     /// Memory for compressed NARs before they spill to temporary files.
     pub budget: Arc<MemoryBudget>,
     /// zstd settings.
@@ -79,6 +81,9 @@ impl Pipeline<'_> {
             );
         }
         let mut checksummed = BTreeMap::new();
+        if !self.declare_files {
+            declarations.clear();
+        }
         for (owner, request) in &declarations {
             let answer = self
                 .api

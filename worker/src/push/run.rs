@@ -127,6 +127,13 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
         .build()
         .map_err(|e| PushError::Config(format!("cannot set up HTTP: {e}")))?;
     let api = api::Api::new(http, &options.server, options.token.clone(), options.retry)?;
+    let declare_files = api.declares_files().await?;
+    if !declare_files {
+        tracing::warn!(
+            "the server cannot bind uploads to their hashes (not a Larder worker, or an old \
+             one); uploads go unchecked by the storage"
+        );
+    }
 
     let mut roots = BTreeSet::new();
     for p in &options.paths {
@@ -171,6 +178,7 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
         uploader: &uploader,
         sessions: &sessions,
         pending: &pending,
+        declare_files,
         budget: MemoryBudget::new(options.memory_budget),
         compress: CompressOptions {
             level: options.compression_level,

@@ -79,7 +79,7 @@ async fn cache_config(State(state): State<AppState>) -> Json<CacheConfig> {
         features: vec![
             "file_hash".into(),
             "checksum_headers".into(),
-            "declare_files".into(),
+            DECLARE_FILES.into(),
         ],
     })
 }

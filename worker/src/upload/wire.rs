@@ -170,6 +170,9 @@ pub struct CacheConfig {
     pub features: Vec<String>,
 }
 
+/// The `cache-config` feature of servers that take `POST …/files`.
+pub const DECLARE_FILES: &str = "declare_files";
+
 /// Larder: `POST /api/pending_closures/{id}/files`, the stored hash and size of objects
 /// the session waits for, declared once the client has compressed them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
