@@ -170,6 +170,9 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> Built {
     let started = Instant::now();
     let out = cmd.output().unwrap();
     let wall = started.elapsed().as_secs_f64();
+    // The build's PostgreSQL backends exit (and are reaped into the postmaster's child
+    // times) only after they see its connections close.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let services_after = service_cpu(&scratch);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "larder index build failed:\n{stderr}");
