@@ -99,10 +99,54 @@ fn store_args(worker: &Worker, cmd: &mut Command) {
         .args(["--s3-secret-access-key", &bucket.secret_key]);
 }
 
+/// CPU seconds (user + system, children reaped included) of this run's PostgreSQL
+/// (its postmaster: a build's backends are reaped when it exits) and Garage, found by
+/// their command lines naming the scratch folder.
+fn service_cpu(scratch: &std::path::Path) -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let scratch = scratch.to_string_lossy();
+    let (mut postgres, mut garage) = (0.0, 0.0);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (0.0, 0.0);
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(scratch.as_ref()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields after the command name: utime, stime, cutime, cstime are 14..=17.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        if f.len() < 15 {
+            continue;
+        }
+        let cpu = (f[11] + f[12] + f[13] + f[14]) / ticks;
+        let name = cmdline.split_whitespace().next().unwrap_or("");
+        if name.ends_with("/postgres") || name == "postgres" {
+            postgres += cpu;
+        } else if name.ends_with("/garage") || name == "garage" {
+            garage += cpu;
+        }
+    }
+    (postgres, garage)
+}
+
 /// Runs `larder index build` under `/usr/bin/time -v`: its summary, wall seconds, peak
 /// RSS, and how long reading the narinfos took (from its debug log). With `folder`, the
 /// files go to that local folder instead of the bucket.
-fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64, String) {
+fn build(worker: &Worker, folder: Option<&std::path::Path>) -> Built {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v")
         .arg(larder_bin())
@@ -121,21 +165,28 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64,
                 .arg(folder);
         }
     }
+    let scratch = std::env::temp_dir();
+    let services_before = service_cpu(&scratch);
     let started = Instant::now();
     let out = cmd.output().unwrap();
     let wall = started.elapsed().as_secs_f64();
+    // The build's PostgreSQL backends exit (and are reaped into the postmaster's child
+    // times) only after they see its connections close.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let services_after = service_cpu(&scratch);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "larder index build failed:\n{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let rss_kib = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> f64 {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let rss_kib = field("Maximum resident set size (kbytes):") as u64;
+    let larder_cpu = field("User time (seconds):") + field("System time (seconds):");
     let plain = strip_ansi(&stderr);
     let read = plain
         .lines()
@@ -144,7 +195,28 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> (Value, f64, u64,
         .and_then(|v| v.split_whitespace().next())
         .unwrap_or("?")
         .to_owned();
-    (summary, wall, rss_kib, read)
+    Built {
+        summary,
+        wall,
+        rss_kib,
+        read,
+        cpu: [
+            larder_cpu,
+            services_after.0 - services_before.0,
+            services_after.1 - services_before.1,
+        ],
+    }
+}
+
+/// What one `larder index build` cost.
+struct Built {
+    summary: Value,
+    wall: f64,
+    rss_kib: u64,
+    /// Milliseconds until the last narinfo was read (from the debug log).
+    read: String,
+    /// CPU seconds of `larder index build`, PostgreSQL and Garage while it ran.
+    cpu: [f64; 3],
 }
 
 /// The text without terminal colour sequences (`ESC [ … m`).
@@ -171,8 +243,9 @@ fn exact_set_bound_bytes(n: u64) -> f64 {
     (n as f64 * 160.0 - log2_fact) / 8.0
 }
 
-fn report_build(what: &str, (summary, wall, rss_kib, read): &(Value, f64, u64, String)) {
-    let (wall, rss_kib) = (*wall, *rss_kib);
+fn report_build(what: &str, built: &Built) {
+    let (summary, wall, rss_kib, read) = (&built.summary, built.wall, built.rss_kib, &built.read);
+    let [larder, postgres, garage] = built.cpu;
     let n = summary["item_count"].as_u64().unwrap();
     let bound = exact_set_bound_bytes(n);
     let raw = summary["shard_bytes"].as_u64().unwrap() as f64;
@@ -183,6 +256,11 @@ fn report_build(what: &str, (summary, wall, rss_kib, read): &(Value, f64, u64, S
     println!(
         "peak RSS: {:.1} MiB (target < 150 MB)",
         rss_kib as f64 / 1024.0
+    );
+    println!(
+        "CPU: larder {larder:.1} s, PostgreSQL {postgres:.1} s, Garage {garage:.1} s \
+         (total {:.1} s; the load of other work on the machine is not included)",
+        larder + postgres + garage
     );
     println!(
         "shards: {} bytes decompressed = {:.4}x the exact-set bound of {bound:.0} bytes \
@@ -285,7 +363,7 @@ async fn run(scratch: std::path::PathBuf) {
         &format!("larder index build, next epoch with deltas, {more} more"),
         &second,
     );
-    let second = second.0;
+    let second = second.summary;
     // Queries: half indexed, half random.
     let mut asked: Vec<String> = members;
     let strangers = random_hashes(&mut rng, queries - asked.len());

@@ -199,10 +199,13 @@ pub struct NarinfoPage {
 /// row: a row per narinfo would cost more to decode than everything else a build does.
 /// PostgreSQL compares in the "C" collation (byte order, which is the numeric order of the
 /// hashes) through the `objects_narinfo_keys` index, whatever the database's collation.
+/// The aggregate takes the rows in the order the subquery returns them (an `ORDER BY`
+/// inside it would sort every page again, spilling to disk at the default `work_mem`);
+/// the build checks that order and fails on any hash not above the one before.
 pub async fn narinfo_page(db: &Db, after: &str, limit: i64) -> Result<NarinfoPage, DbError> {
     let sql = match db.backend() {
         Backend::Postgres => {
-            "SELECT COUNT(*), string_agg(substr(key, 1, 32), '' ORDER BY key COLLATE \"C\"), \
+            "SELECT COUNT(*), string_agg(substr(key, 1, 32), ''), \
              max(key COLLATE \"C\") FROM (SELECT key FROM objects WHERE kind = 0 \
              AND key COLLATE \"C\" > $1 ORDER BY key COLLATE \"C\" LIMIT $2) page"
         }

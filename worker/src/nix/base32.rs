@@ -16,16 +16,25 @@ pub enum Base32Error {
     TrailingBits,
 }
 
-/// Value of one nix-base32 character, or `None` if it is not in the alphabet.
-pub const fn char_value(c: u8) -> Option<u8> {
+/// Each byte's nix-base32 value, or `NOT_BASE32` (a table: hash parsing reads millions
+/// of characters when the index is built).
+const VALUES: [u8; 256] = {
+    let mut table = [NOT_BASE32; 256];
     let mut i = 0;
     while i < 32 {
-        if ALPHABET[i] == c {
-            return Some(i as u8);
-        }
+        table[ALPHABET[i] as usize] = i as u8;
         i += 1;
     }
-    None
+    table
+};
+const NOT_BASE32: u8 = 0xff;
+
+/// Value of one nix-base32 character, or `None` if it is not in the alphabet.
+pub const fn char_value(c: u8) -> Option<u8> {
+    match VALUES[c as usize] {
+        NOT_BASE32 => None,
+        v => Some(v),
+    }
 }
 
 /// Length of the encoding of `n` bytes.
@@ -84,6 +93,14 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Base32Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn char_values_are_alphabet_positions() {
+        for c in 0..=255u8 {
+            let want = ALPHABET.iter().position(|&a| a == c).map(|i| i as u8);
+            assert_eq!(char_value(c), want, "{c}");
+        }
+    }
 
     #[test]
     fn sha256_of_empty_string_matches_nix() {

@@ -10,7 +10,8 @@ use ruint::aliases::U160;
 
 use super::group::{Group, Grouper};
 use super::BuildError;
-use crate::db::{index_epochs, Db};
+use crate::db::index_epochs::{self, NarinfoPage};
+use crate::db::{Db, DbError};
 use crate::index::bloom::BloomFilter;
 use crate::index::checksums::{Checksums, ShardChecksum};
 use crate::index::compress::{compress, decompress, DEFAULT_MAX_DECOMPRESSED};
@@ -90,15 +91,14 @@ pub async fn write(
         }
         bloom
     });
+    // Pages come one query ahead, from a task of their own: the database reads the next
+    // page while this one is parsed and grouped.
+    let (page_tx, mut page_rx) = tokio::sync::mpsc::channel::<NarinfoPage>(2);
+    let pages = tokio::spawn(read_pages(db.clone(), page_tx));
     let read = async move {
         let started = std::time::Instant::now();
         let mut grouper = Grouper::new(plan.depth);
-        let mut after = String::new();
-        loop {
-            let page = index_epochs::narinfo_page(db, &after, PAGE).await?;
-            if page.count == 0 {
-                break;
-            }
+        while let Some(page) = page_rx.recv().await {
             let bad = || BuildError::BadKey(page.hashes.chars().take(80).collect());
             if page.hashes.len() as u64 != 32 * page.count || !page.hashes.is_ascii() {
                 return Err(bad());
@@ -120,8 +120,11 @@ pub async fn write(
             if bloom_tx.send(batch).await.is_err() {
                 return Err(BuildError::Task("the Bloom filter thread stopped".into()));
             }
-            after = page.last_key.unwrap_or_default();
         }
+        // The channel also closes when reading failed: only a clean end is the end.
+        pages
+            .await
+            .map_err(|e| BuildError::Task(format!("reading narinfos: {e}")))??;
         for group in grouper.finish() {
             if tx.send(group).await.is_err() {
                 return Ok(());
@@ -169,6 +172,22 @@ pub async fn write(
         .await
         .map_err(|e| BuildError::Task(format!("the Bloom filter thread failed: {e}")))?;
     Ok((written, bloom))
+}
+
+/// Sends every page of narinfo hash parts, in order, until the last one or until the
+/// receiver is gone.
+async fn read_pages(db: Db, pages: tokio::sync::mpsc::Sender<NarinfoPage>) -> Result<(), DbError> {
+    let mut after = String::new();
+    loop {
+        let page = index_epochs::narinfo_page(&db, &after, PAGE).await?;
+        if page.count == 0 {
+            return Ok(());
+        }
+        after = page.last_key.clone().unwrap_or_default();
+        if pages.send(page).await.is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// Encodes, compresses and stores one shard, then its delta from the base epoch.
