@@ -26,7 +26,12 @@ fn niks3_pid(server: &Niks3Server) -> u32 {
     panic!("no process listens with {flag}");
 }
 
-pub async fn bench_niks3(pg: &Cluster, ds: &Dataset, stub: &stub_s3::StubS3, timeout: Duration) -> Run {
+pub async fn bench_niks3(
+    pg: &Cluster,
+    ds: &Dataset,
+    stub: &stub_s3::StubS3,
+    timeout: Duration,
+) -> Run {
     let admin_url = pg.admin_url.clone();
     let url = pg.database("gc_bench_niks3").await;
     let name = db_name(&url);

@@ -184,11 +184,7 @@ pub async fn sweep(
             .try_collect()
             .await?;
         summary.bucket_ms += elapsed_ms(bucket_started);
-        let failed: HashSet<&str> = failed
-            .iter()
-            .flatten()
-            .map(|f| f.key.as_str())
-            .collect();
+        let failed: HashSet<&str> = failed.iter().flatten().map(|f| f.key.as_str()).collect();
         let deleted: Vec<String> = doomed
             .iter()
             .filter(|k| !failed.contains(k.as_str()))
