@@ -52,8 +52,8 @@ async fn scenario(db: Db) {
     let epoch = gc::next_epoch(&db).await.unwrap();
     let (marked, _) = gc::mark(&db, epoch, 4, 5, false).await.unwrap();
     assert_eq!(marked, 2);
-    let keys = gc::sweep_candidates(&db, 5, "", 100).await.unwrap();
-    let batch = gc::begin_sweep(&db, &keys, 5).await.unwrap();
+    let mut sweeper = gc::start_sweep(&db, 5).await.unwrap();
+    let batch = sweeper.next_batch(100).await.unwrap().unwrap();
     let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
     batch.commit(&doomed).await.unwrap();
 

@@ -8,9 +8,10 @@
 //!   the rest depend on 2–17 lower paths of the same generation, skewed towards its
 //!   first paths (its glibc, gcc, bash), on the core (15 %) and on leaves of the last
 //!   three generations (10 %: unchanged derivations keep their store path);
-//! - a tenth of the paths, all in the upper half of their generation, are roots
-//!   (closures), aged by generation: the older half of the generations is past the
-//!   cutoff, so half the roots expire;
+//! - every path no other path depends on is a root (each CI run pushes the closures of
+//!   its top-level outputs, so every path is in some root's closure), aged by
+//!   generation: the older half of the generations is past the cutoff, so half the
+//!   roots expire;
 //! - a few pinned expired roots, and a few pending upload sessions naming paths of
 //!   whole closures of every age.
 //!
@@ -67,7 +68,7 @@ fn base32(rng: &mut Rng, len: usize, out: &mut String) {
 }
 
 /// The cache's parameters; everything else is a pure function of them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Dataset {
     /// Store paths.
     pub paths: u64,
@@ -75,6 +76,8 @@ pub struct Dataset {
     pub seed: u64,
     core: u64,
     gen_size: u64,
+    /// Bit `i` set when some path depends on path `i`.
+    referenced: Vec<u64>,
 }
 
 /// One store path, as the loaders need it.
@@ -95,12 +98,25 @@ impl Dataset {
     pub fn new(paths: u64, seed: u64) -> Dataset {
         let core = (paths / 100).clamp(1, 1000);
         let gen_size = (paths.saturating_sub(core) / GENERATIONS).max(10);
-        Dataset {
+        let mut ds = Dataset {
             paths,
             seed,
             core,
             gen_size,
+            referenced: vec![0; paths.div_ceil(64) as usize],
+        };
+        let mut referenced = vec![0u64; paths.div_ceil(64) as usize];
+        for i in 0..paths {
+            for d in ds.path(i).deps {
+                referenced[(d / 64) as usize] |= 1 << (d % 64);
+            }
         }
+        ds.referenced = referenced;
+        ds
+    }
+
+    fn is_referenced(&self, i: u64) -> bool {
+        self.referenced[(i / 64) as usize] & (1 << (i % 64)) != 0
     }
 
     fn generation(&self, i: u64) -> (u64, u64) {
@@ -172,9 +188,9 @@ impl Dataset {
                     };
                     deps.push(dep);
                 }
-                if j >= self.gen_size / 2 && rng.below(5) == 0 {
-                    root_age = Some(age);
-                }
+            }
+            if !self.is_referenced(i) {
+                root_age = Some(age);
             }
         }
         deps.retain(|&d| d < i);
@@ -195,8 +211,8 @@ impl Dataset {
     pub fn pins(&self) -> Vec<u64> {
         let mut pins = Vec::new();
         for g in (0..GENERATIONS / 2).step_by(10) {
-            let start = self.core + g * self.gen_size + self.gen_size / 2;
-            if let Some(i) = (start..start + self.gen_size / 2)
+            let start = self.core + g * self.gen_size;
+            if let Some(i) = (start..start + self.gen_size)
                 .take_while(|&i| i < self.paths)
                 .find(|&i| self.path(i).root_age.is_some())
             {

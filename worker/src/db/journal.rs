@@ -30,7 +30,7 @@ pub fn narinfo_hash(key: &str) -> Option<&str> {
 /// Records `+` for every narinfo session `pending_id` uploaded (one the cache lacked, or
 /// one GC had marked). Call inside the commit's transaction, before the session's rows go.
 pub async fn record_commit(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     pending_id: i64,
     now: i64,
 ) -> Result<u64, DbError> {
@@ -51,7 +51,7 @@ pub async fn record_commit(
 
 /// Records `-` for every narinfo among `deleted`. Call inside the sweep's transaction.
 pub async fn record_sweep(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     deleted: &[String],
     now: i64,
 ) -> Result<u64, DbError> {
@@ -61,7 +61,7 @@ pub async fn record_sweep(
 
 /// Inserts one `op` row per hash, in the order given.
 pub(crate) async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     op: char,
     hashes: &[&str],
     now: i64,
@@ -149,7 +149,7 @@ pub async fn begin_locked(
 
 /// Assigns up to `limit` unassigned rows, oldest first, to `segment`; returns them.
 pub async fn assign(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     segment: i64,
     limit: i64,
 ) -> Result<Vec<JournalRow>, DbError> {
@@ -168,7 +168,7 @@ pub async fn assign(
 
 /// Every row of `segment`, oldest first.
 pub async fn segment_rows(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     segment: i64,
 ) -> Result<Vec<JournalRow>, DbError> {
     let found = sqlx::query("SELECT op, hash FROM index_journal WHERE segment = $1 ORDER BY id")
@@ -181,7 +181,7 @@ pub async fn segment_rows(
 
 /// Hash parts of every `+` in segments from `floor` on, or not yet assigned.
 pub async fn added_since(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     floor: i64,
 ) -> Result<Vec<String>, DbError> {
     sqlx::query(
@@ -253,7 +253,7 @@ pub async fn writer_state(tx: &mut Transaction<'static, Any>) -> Result<WriterSt
 
 /// Stores the writer's state.
 pub async fn set_writer_state(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     state: &WriterState,
 ) -> Result<(), DbError> {
     let values = [

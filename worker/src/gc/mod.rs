@@ -3,15 +3,23 @@
 pub mod fsck;
 pub mod lock;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
 
 use serde::Serialize;
 
 use crate::db::{self, now_ms, Db, DbError};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{DeleteFailure, Storage, StorageError};
 
-/// Keys per sweep batch: one S3 `DeleteObjects` call.
-const SWEEP_BATCH: i64 = 1000;
+/// Objects per sweep batch: rows locked, deleted from the bucket and from the database
+/// in one transaction.
+const SWEEP_BATCH: i64 = 5000;
+/// Keys per bucket request (S3 `DeleteObjects` takes at most 1000).
+const BUCKET_BATCH: usize = 1000;
+/// Bucket requests in flight at once during a sweep batch.
+const BUCKET_REQUESTS: usize = 4;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -161,20 +169,22 @@ pub async fn sweep(
     cutoff: i64,
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
-    let mut after = String::new();
-    loop {
-        let keys = db::gc::sweep_candidates(db, cutoff, &after, SWEEP_BATCH).await?;
-        let Some(last) = keys.last() else {
-            return Ok(());
-        };
-        after = last.clone();
-        let batch = db::gc::begin_sweep(db, &keys, cutoff).await?;
+    let mut sweeper = db::gc::start_sweep(db, cutoff).await?;
+    while let Some(batch) = sweeper.next_batch(SWEEP_BATCH).await? {
         let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
         let bucket_started = Instant::now();
-        let failed = storage.delete_many(&doomed).await?;
+        // The bucket takes at most 1000 keys a request; a few requests at a time hide
+        // its latency while the rows stay locked.
+        let requests: Vec<_> = doomed
+            .chunks(BUCKET_BATCH)
+            .map(|keys| storage.delete_many(keys))
+            .collect();
+        let failed: Vec<Vec<DeleteFailure>> = futures::stream::iter(requests)
+            .buffer_unordered(BUCKET_REQUESTS)
+            .try_collect()
+            .await?;
         summary.bucket_ms += elapsed_ms(bucket_started);
-        let failed: std::collections::HashSet<&str> =
-            failed.iter().map(|f| f.key.as_str()).collect();
+        let failed: HashSet<&str> = failed.iter().flatten().map(|f| f.key.as_str()).collect();
         let deleted: Vec<String> = doomed
             .iter()
             .filter(|k| !failed.contains(k.as_str()))
@@ -190,4 +200,5 @@ pub async fn sweep(
             .sum::<i64>();
         batch.commit(&deleted).await?;
     }
+    Ok(())
 }

@@ -86,11 +86,14 @@ pub async fn collect(db: &Db, cutoff: i64, now: i64) -> Vec<String> {
     gc::expire_roots(db, cutoff, false).await.unwrap();
     let epoch = gc::next_epoch(db).await.unwrap();
     gc::mark(db, epoch, cutoff, now, false).await.unwrap();
-    let keys = gc::sweep_candidates(db, now, "", 1000).await.unwrap();
-    let batch = gc::begin_sweep(db, &keys, now).await.unwrap();
-    let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
-    batch.commit(&doomed).await.unwrap();
-    doomed
+    let mut sweeper = gc::start_sweep(db, now).await.unwrap();
+    let mut swept = Vec::new();
+    while let Some(batch) = sweeper.next_batch(1000).await.unwrap() {
+        let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
+        batch.commit(&doomed).await.unwrap();
+        swept.extend(doomed);
+    }
+    swept
 }
 
 /// `n` distinct pseudo-random hash parts from `seed`, sorted.
