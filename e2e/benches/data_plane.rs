@@ -278,30 +278,16 @@ fn warm(path: &Path) {
 
 /// Every object in the bucket (key, size), all pages.
 fn list_bucket(bucket: &Bucket) -> Vec<(String, u64)> {
-    runtime().block_on(async {
-        let s3 = bucket.client();
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let page = s3
-                .list_objects_v2()
-                .bucket(&bucket.name)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .unwrap();
-            for o in page.contents() {
-                found.push((
-                    o.key().unwrap_or_default().to_string(),
-                    o.size().unwrap_or_default() as u64,
-                ));
-            }
-            match page.next_continuation_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return found,
-            }
-        }
-    })
+    runtime()
+        .block_on(bucket.list())
+        .iter()
+        .map(|o| {
+            (
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or_default() as u64,
+            )
+        })
+        .collect()
 }
 
 /// Deletes every object in the bucket, so Garage's disk does not grow run after run.

@@ -54,6 +54,36 @@ impl Bucket {
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
+
+    /// Every object in the bucket, in key order, all pages read.
+    pub async fn list(&self) -> Vec<aws_sdk_s3::types::Object> {
+        let s3 = self.client();
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(&self.name)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("list bucket {}: {e:?}", self.name));
+            found.extend(page.contents().iter().cloned());
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return found,
+            }
+        }
+    }
+
+    /// The keys of every object in the bucket, in key order.
+    pub async fn keys(&self) -> Vec<String> {
+        self.list()
+            .await
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
 }
 
 impl Garage {

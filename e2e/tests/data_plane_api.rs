@@ -57,6 +57,35 @@ impl Fixture {
         Some(&self.worker.token)
     }
 
+    /// Starts a session with `request`; returns the answer and the session id.
+    async fn start(&self, request: &Value) -> (Value, String) {
+        let started: Value = self
+            .post("/api/pending_closures", self.push_token())
+            .json(request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = started["id"].as_str().unwrap().to_string();
+        (started, id)
+    }
+
+    /// Completes session `id`: the status and the body.
+    async fn complete(&self, id: &str) -> (u16, String) {
+        let response = self
+            .post(
+                &format!("/api/pending_closures/{id}/complete"),
+                self.push_token(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
     /// Rows in every table and objects in the bucket: what "changes nothing" compares.
     async fn snapshot(&self) -> (Vec<i64>, Vec<String>) {
         let mut conn = PgConnection::connect(&self.database).await.unwrap();
@@ -75,19 +104,7 @@ impl Fixture {
                 .unwrap();
             counts.push(row.get::<i64, _>(0));
         }
-        let s3 = self.bucket.client();
-        let listed = s3
-            .list_objects_v2()
-            .bucket(&self.bucket.name)
-            .send()
-            .await
-            .unwrap();
-        let keys = listed
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect();
-        (counts, keys)
+        (counts, self.bucket.keys().await)
     }
 }
 
@@ -187,16 +204,9 @@ async fn bytes_that_do_not_match_the_declared_hash_are_never_committed() {
     let body = b"the real compressed nar".to_vec();
     let digest = Sha256::digest(&body);
     let nix32 = larder_worker_free_base32(&digest);
-    let started: Value = f
-        .post("/api/pending_closures", f.push_token())
-        .json(&closure_request(Some(&format!("sha256:{nix32}"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
+    let (started, id) = f
+        .start(&closure_request(Some(&format!("sha256:{nix32}"))))
+        .await;
     let nar = &started["pending_objects"][NAR];
     let headers: BTreeMap<String, String> = serde_json::from_value(nar["headers"].clone()).unwrap();
     assert!(
@@ -205,33 +215,16 @@ async fn bytes_that_do_not_match_the_declared_hash_are_never_committed() {
             .any(|k| k.eq_ignore_ascii_case("x-amz-checksum-sha256")),
         "declared file_hash must be signed into the upload: {nar}"
     );
-    let mut put = f.http.put(nar["presigned_url"].as_str().unwrap());
-    for (k, v) in &headers {
-        put = put.header(k, v);
-    }
     let mut wrong = body.clone();
     wrong.push(b'!');
-    let refused = put.body(wrong).send().await.unwrap();
     assert_eq!(
-        refused.status().as_u16(),
+        put(&f.http, nar, wrong).await,
         400,
         "Garage must refuse mismatching bytes"
     );
 
-    let complete = f
-        .post(
-            &format!("/api/pending_closures/{id}/complete"),
-            f.push_token(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        complete.status().as_u16(),
-        400,
-        "{}",
-        complete.text().await.unwrap()
-    );
+    let (status, text) = f.complete(&id).await;
+    assert_eq!(status, 400, "{text}");
     let (counts, keys) = f.snapshot().await;
     assert_eq!(counts[0], 0, "objects were committed");
     assert_eq!(counts[2], 0, "a closure root was committed");
@@ -252,16 +245,7 @@ async fn put(http: &reqwest::Client, object: &Value, body: Vec<u8>) -> u16 {
 #[tokio::test]
 async fn files_declared_after_the_start_bind_their_upload_and_are_committed() {
     let f = fixture("late-files", &[]);
-    let started: Value = f
-        .post("/api/pending_closures", f.push_token())
-        .json(&closure_request(None))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
+    let (started, id) = f.start(&closure_request(None)).await;
     let files = format!("/api/pending_closures/{id}/files");
     let body = b"compressed nar bytes".to_vec();
     let hash = format!(
@@ -366,20 +350,8 @@ async fn files_declared_after_the_start_bind_their_upload_and_are_committed() {
         let object = &started["pending_objects"][key.as_str()];
         assert_eq!(put(&f.http, object, b"x".to_vec()).await, 200, "{key}");
     }
-    let complete = f
-        .post(
-            &format!("/api/pending_closures/{id}/complete"),
-            f.push_token(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        complete.status().as_u16(),
-        204,
-        "{}",
-        complete.text().await.unwrap()
-    );
+    let (status, text) = f.complete(&id).await;
+    assert_eq!(status, 204, "{text}");
     let row = sqlx::query("SELECT file_hash, file_size FROM objects WHERE key = $1")
         .bind(NAR)
         .fetch_one(&mut conn)
@@ -423,16 +395,7 @@ fn larder_worker_free_base32(bytes: &[u8]) -> String {
 
 /// Uploads and commits the fixture closure with `nar_bytes` as its NAR; returns nothing.
 async fn commit_fixture(f: &Fixture, nar_bytes: &[u8]) {
-    let started: Value = f
-        .post("/api/pending_closures", f.push_token())
-        .json(&closure_request(None))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap().to_string();
+    let (started, id) = f.start(&closure_request(None)).await;
     let contents: BTreeMap<String, Vec<u8>> = BTreeMap::from([
         (NAR.to_string(), nar_bytes.to_vec()),
         (format!("{HASH}.ls"), b"{}".to_vec()),
@@ -442,26 +405,11 @@ async fn commit_fixture(f: &Fixture, nar_bytes: &[u8]) {
         ),
     ]);
     for (key, pending) in started["pending_objects"].as_object().unwrap() {
-        let url = pending["presigned_url"].as_str().unwrap();
-        let status = f
-            .http
-            .put(url)
-            .body(contents[key].clone())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "PUT {key}: {status}");
+        let status = put(&f.http, pending, contents[key].clone()).await;
+        assert!((200..300).contains(&status), "PUT {key}: {status}");
     }
-    let done = f
-        .post(
-            &format!("/api/pending_closures/{id}/complete"),
-            f.push_token(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status().as_u16(), 204);
+    let (status, text) = f.complete(&id).await;
+    assert_eq!(status, 204, "{text}");
 }
 
 #[tokio::test]

@@ -87,15 +87,9 @@ fn stored_files(worker: &Worker) -> Vec<(String, u64, String)> {
         Backend::Postgres { bucket, .. } => {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                let s3 = bucket.client();
-                let listed = s3
-                    .list_objects_v2()
-                    .bucket(&bucket.name)
-                    .send()
+                let mut found: Vec<(String, u64, String)> = bucket
+                    .list()
                     .await
-                    .unwrap();
-                let mut found: Vec<(String, u64, String)> = listed
-                    .contents()
                     .iter()
                     .map(|o| {
                         (
@@ -184,20 +178,7 @@ fn larder_push_works_against_niks3_server() {
     assert_eq!(first["paths_total"], 3, "{first}");
     assert_eq!(first["paths_uploaded"], 3, "{first}");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let keys: Vec<String> = runtime.block_on(async {
-        let listed = bucket
-            .client()
-            .list_objects_v2()
-            .bucket(&bucket.name)
-            .send()
-            .await
-            .unwrap();
-        listed
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
-    });
+    let keys = runtime.block_on(bucket.keys());
     for path in &paths {
         let base = path.trim_start_matches("/nix/store/");
         let narinfo = format!("{}.narinfo", &base[..32]);

@@ -149,20 +149,7 @@ fn state(worker: &Worker) -> State {
         }
         pool.close().await;
         let bucket = match &worker.backend {
-            Backend::Postgres { bucket, .. } => {
-                let listed = bucket
-                    .client()
-                    .list_objects_v2()
-                    .bucket(&bucket.name)
-                    .send()
-                    .await
-                    .unwrap();
-                listed
-                    .contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string))
-                    .collect()
-            }
+            Backend::Postgres { bucket, .. } => bucket.keys().await.into_iter().collect(),
             Backend::Embedded => files(&worker.data_dir.join("objects"), ""),
         };
         State { rows, bucket }
