@@ -344,28 +344,6 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
     Ok(true)
 }
 
-/// Records an open multipart upload of `key` for session `pending_id`.
-pub async fn add_multipart(
-    db: &Db,
-    upload_id: &str,
-    key: &str,
-    pending_id: i64,
-    now: i64,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO multipart_uploads (upload_id, key, pending_id, created_at) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(upload_id)
-    .bind(key)
-    .bind(pending_id)
-    .bind(now)
-    .execute(db.pool())
-    .await
-    .context("record a multipart upload")?;
-    Ok(())
-}
-
 /// Whether `upload_id` is an open multipart upload of `key`.
 pub async fn multipart_exists(db: &Db, upload_id: &str, key: &str) -> Result<bool, DbError> {
     let row = sqlx::query("SELECT 1 FROM multipart_uploads WHERE upload_id = $1 AND key = $2")

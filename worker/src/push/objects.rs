@@ -34,8 +34,8 @@ pub struct PathObjects {
     pub info: PathInfo,
     /// The compressed NAR.
     pub nar: FileDigest,
-    /// The zstd-compressed `.ls` listing, unless the tree cannot be listed as JSON.
-    pub listing: Option<FileDigest>,
+    /// The zstd-compressed `.ls` listing.
+    pub listing: FileDigest,
     /// The zstd-compressed build log of the deriver, when the store has one.
     pub log: Option<(ObjectKey, FileDigest)>,
 }
@@ -266,7 +266,7 @@ mod tests {
         PathObjects {
             info: d.info,
             nar: FileDigest::of(b"compressed nar"),
-            listing: Some(FileDigest::of(b"ls")),
+            listing: FileDigest::of(b"ls"),
             log: d.log.map(|k| (k, FileDigest::of(b"log"))),
         }
     }

@@ -72,18 +72,17 @@ impl Pipeline<'_> {
                 message: format!("{key} was declared but could not be made"),
             })?;
             let owner = self.owner(key)?.0;
-            declarations.entry(owner).or_default().files.insert(
-                key.clone(),
-                FileInfo {
-                    file_hash: leaf.digest.hash.to_string(),
-                    file_size: leaf.digest.size,
-                },
-            );
+            if self.declare_files {
+                declarations.entry(owner).or_default().files.insert(
+                    key.clone(),
+                    FileInfo {
+                        file_hash: leaf.digest.hash.to_string(),
+                        file_size: leaf.digest.size,
+                    },
+                );
+            }
         }
         let mut checksummed = BTreeMap::new();
-        if !self.declare_files {
-            declarations.clear();
-        }
         for (owner, request) in &declarations {
             let answer = self
                 .api
@@ -146,22 +145,20 @@ fn split(prepared: PreparedPath) -> (PathObjects, BTreeMap<String, Leaf>) {
             },
         },
     );
-    if let (Some(bytes), Some(digest)) = (listing, objects.listing) {
-        leaves.insert(
-            objects.listing_key().into_string(),
-            Leaf {
-                what: "listing",
-                digest,
-                payload: Payload {
-                    data: Stored::bytes(bytes),
-                    headers: vec![
-                        ("content-type", "application/json"),
-                        ("content-encoding", "zstd"),
-                    ],
-                },
+    leaves.insert(
+        objects.listing_key().into_string(),
+        Leaf {
+            what: "listing",
+            digest: objects.listing,
+            payload: Payload {
+                data: Stored::bytes(listing),
+                headers: vec![
+                    ("content-type", "application/json"),
+                    ("content-encoding", "zstd"),
+                ],
             },
-        );
-    }
+        },
+    );
     if let (Some(bytes), Some((key, digest))) = (log, &objects.log) {
         leaves.insert(
             key.as_str().to_string(),

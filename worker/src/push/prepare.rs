@@ -36,7 +36,7 @@ pub struct PreparedPath {
     /// The compressed NAR.
     pub nar: Stored,
     /// The compressed listing.
-    pub listing: Option<Bytes>,
+    pub listing: Bytes,
     /// The compressed build log.
     pub log: Option<Bytes>,
 }
@@ -205,14 +205,14 @@ pub async fn prepare_path(
     };
     let objects = PathObjects {
         nar: pass.file,
-        listing: Some(FileDigest::of(&listing)),
+        listing: FileDigest::of(&listing),
         log: log.as_ref().map(|(k, b)| (k.clone(), FileDigest::of(b))),
         info,
     };
     Ok(PreparedPath {
         objects,
         nar: pass.stored,
-        listing: Some(listing),
+        listing,
         log: log.map(|(_, b)| b),
     })
 }

@@ -18,7 +18,7 @@ use crate::nix::{preview, NixHash, ObjectKey};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
-use super::handlers::{json, prepare_upload, session_id};
+use super::handlers::{json, presign_single, session_id};
 use super::plan::{self, UploadPlan};
 use super::wire::{DeclareFilesRequest, DeclareFilesResponse, PendingObject};
 
@@ -27,8 +27,14 @@ pub const MAX_FILES: usize = 1000;
 /// URLs presigned at once.
 const PRESIGN_CONCURRENCY: usize = 16;
 
-/// Validates a declaration: known key shapes, `sha256` hashes, sizes that fit.
-pub fn declarations(request: &DeclareFilesRequest) -> Result<Vec<FileDeclaration>, ApiError> {
+/// SHA-256 digests of the declared files, by key.
+pub type Digests = BTreeMap<String, [u8; 32]>;
+
+/// Validates a declaration: known key shapes, `sha256` hashes, sizes that fit. Returns
+/// the rows to record and the digests the presigned PUTs are bound to.
+pub fn declarations(
+    request: &DeclareFilesRequest,
+) -> Result<(Vec<FileDeclaration>, Digests), ApiError> {
     if request.files.is_empty() {
         return Err(ApiError::BadRequest("no files declared".into()));
     }
@@ -38,7 +44,8 @@ pub fn declarations(request: &DeclareFilesRequest) -> Result<Vec<FileDeclaration
             request.files.len()
         )));
     }
-    request
+    let mut digests = Digests::new();
+    let files = request
         .files
         .iter()
         .map(|(key, file)| {
@@ -48,13 +55,15 @@ pub fn declarations(request: &DeclareFilesRequest) -> Result<Vec<FileDeclaration
                 NixHash::parse(&file.file_hash).map_err(|e| bad(format!("file_hash: {e}")))?;
             let size = i64::try_from(file.file_size)
                 .map_err(|_| bad("file_size too large".to_string()))?;
+            digests.insert(key.clone(), *hash.digest());
             Ok(FileDeclaration {
                 key: key.clone(),
                 file_hash: hash.to_string(),
                 file_size: size,
             })
         })
-        .collect()
+        .collect::<Result<_, ApiError>>()?;
+    Ok((files, digests))
 }
 
 /// Records the declared files and presigns their checksummed PUTs.
@@ -67,7 +76,7 @@ pub async fn declare(
     state.authorize(&headers, Scope::Push)?;
     let id = session_id(&id)?;
     let request: DeclareFilesRequest = json(&body)?;
-    let files = declarations(&request)?;
+    let (files, digests) = declarations(&request)?;
     let declared = match pending_files::declare(state.db(), id, &files).await? {
         Declaration::NoSession => {
             return Err(ApiError::NotFound(format!("no pending closure {id}")))
@@ -82,18 +91,16 @@ pub async fn declare(
         }
         Declaration::Recorded(declared) => declared,
     };
-    let hashes: BTreeMap<&str, &str> = files
-        .iter()
-        .map(|f| (f.key.as_str(), f.file_hash.as_str()))
-        .collect();
     let uploads: Vec<_> = declared
         .iter()
         .filter_map(|d| {
             let kind = plan::kind_from_code(d.kind)?;
             let nar_size = d.nar_size.and_then(|n| u64::try_from(n).ok());
-            (plan::upload_plan(kind, nar_size) == UploadPlan::Single).then(|| {
-                let hash = hashes.get(d.key.as_str()).copied();
-                prepare_upload(&state, id, &d.key, kind, nar_size, hash)
+            let checksum = digests.get(&d.key).copied();
+            let state = &state;
+            (plan::upload_plan(kind, nar_size) == UploadPlan::Single).then_some(async move {
+                let object = presign_single(state, &d.key, kind, checksum).await?;
+                Ok::<_, ApiError>((d.key.clone(), object))
             })
         })
         .collect();
@@ -132,9 +139,10 @@ mod tests {
     fn declarations_are_validated_and_normalised() {
         let hash = NixHash::of(b"bytes");
         let nar = format!("nar/{}.nar.zst", hash.to_base32());
-        let ok = declarations(&request(&[(&nar, &hash.to_string(), 5)])).unwrap();
+        let (ok, digests) = declarations(&request(&[(&nar, &hash.to_string(), 5)])).unwrap();
         assert_eq!(ok[0].file_hash, hash.to_string());
         assert_eq!(ok[0].file_size, 5);
+        assert_eq!(digests[&nar], *hash.digest());
 
         let bad = [
             request(&[]),

@@ -19,7 +19,7 @@ use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use crate::storage::{CompletedPart, PutPresign};
 
-use super::plan::{self, UploadPlan};
+use super::plan;
 use super::wire::*;
 
 /// Version of the API Larder speaks (niks3's, plus additive fields).
@@ -84,57 +84,31 @@ async fn cache_config(State(state): State<AppState>) -> Json<CacheConfig> {
     })
 }
 
-/// Presigns the upload of one object (single PUT or a new multipart upload).
-pub(super) async fn prepare_upload(
+/// Presigns a single PUT of `key`; with `checksum` (SHA-256) it signs
+/// `x-amz-checksum-sha256`, so the storage refuses other bytes.
+pub(super) async fn presign_single(
     state: &AppState,
-    pending_id: i64,
     key: &str,
     kind: ObjectType,
-    nar_size: Option<u64>,
-    file_hash: Option<&str>,
-) -> Result<(String, PendingObject), ApiError> {
-    let ttl = state.presign_ttl();
-    let object = match plan::upload_plan(kind, nar_size) {
-        UploadPlan::Single => {
-            let checksum = file_hash
-                .map(NixHash::parse)
-                .transpose()
-                .map_err(|e| ApiError::BadRequest(format!("{key}: {e}")))?
-                .map(|h| *h.digest());
-            let presigned = state
-                .storage()
-                .presign_put(
-                    key,
-                    ttl,
-                    &PutPresign {
-                        checksum_sha256: checksum,
-                        ..PutPresign::default()
-                    },
-                )
-                .await?;
-            PendingObject {
-                kind,
-                presigned_url: Some(presigned.url),
-                multipart_info: None,
-                headers: presigned.headers.into_iter().collect(),
-            }
-        }
-        UploadPlan::Multipart { initial_parts } => {
-            let upload_id = state.storage().create_multipart(key).await?;
-            pending::add_multipart(state.db(), &upload_id, key, pending_id, now_ms()).await?;
-            let part_urls = presign_parts(state, key, &upload_id, 1..=initial_parts, ttl).await?;
-            PendingObject {
-                kind,
-                presigned_url: None,
-                multipart_info: Some(MultipartInfo {
-                    upload_id,
-                    part_urls,
-                }),
-                headers: BTreeMap::new(),
-            }
-        }
-    };
-    Ok((key.to_string(), object))
+    checksum: Option<[u8; 32]>,
+) -> Result<PendingObject, ApiError> {
+    let presigned = state
+        .storage()
+        .presign_put(
+            key,
+            state.presign_ttl(),
+            &PutPresign {
+                checksum_sha256: checksum,
+                ..PutPresign::default()
+            },
+        )
+        .await?;
+    Ok(PendingObject {
+        kind,
+        presigned_url: Some(presigned.url),
+        multipart_info: None,
+        headers: presigned.headers.into_iter().collect(),
+    })
 }
 
 pub(super) async fn presign_parts(

@@ -19,9 +19,8 @@ use crate::db::{now_ms, pending_start};
 use crate::nix::{NixHash, ObjectType};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
-use crate::storage::PutPresign;
 
-use super::handlers::{json, presign_parts, rfc3339, STORAGE_CONCURRENCY};
+use super::handlers::{json, presign_parts, presign_single, rfc3339, STORAGE_CONCURRENCY};
 use super::plan::{self, UploadPlan};
 use super::wire::{MultipartInfo, PendingClosureRequest, PendingClosureResponse, PendingObject};
 
@@ -146,29 +145,10 @@ async fn presign_singles(
         let chunk: Vec<Single> = rest.drain(..per_task.min(rest.len())).collect();
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
-            let ttl = state.presign_ttl();
             let mut out = Vec::with_capacity(chunk.len());
             for (key, kind, checksum) in chunk {
-                let presigned = state
-                    .storage()
-                    .presign_put(
-                        &key,
-                        ttl,
-                        &PutPresign {
-                            checksum_sha256: checksum,
-                            ..PutPresign::default()
-                        },
-                    )
-                    .await?;
-                out.push((
-                    key,
-                    PendingObject {
-                        kind,
-                        presigned_url: Some(presigned.url),
-                        multipart_info: None,
-                        headers: presigned.headers.into_iter().collect(),
-                    },
-                ));
+                let object = presign_single(&state, &key, kind, checksum).await?;
+                out.push((key, object));
             }
             Ok::<_, ApiError>(out)
         }));
