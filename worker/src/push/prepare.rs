@@ -148,7 +148,7 @@ pub async fn locate_log(nix_store: &Path, drv: &StorePath) -> Result<Option<LogS
         .map_err(|e| format!("looking for the log: {e}"))?;
         return Ok(found);
     }
-    Ok(read_log(nix_store, drv)
+    Ok(read_log_with(nix_store, drv)
         .await?
         .map(|t| LogSource::Text(Bytes::from(t))))
 }
@@ -263,21 +263,11 @@ pub fn log_files(log_dir: &Path, drv: &StorePath) -> [PathBuf; 2] {
 /// and the whole log is held in memory to compress it).
 const MAX_LOG: u64 = 256 * 1024 * 1024;
 
-/// The build log of `drv`, `None` when the store has none.
-///
-/// When this machine keeps logs locally, the file is read here: most paths of a closure
-/// were substituted, not built, and have no file at all, and for the others one
-/// `nix-store --read-log` per path costs tens of milliseconds of process start-up, which
-/// over a closure of hundreds of built paths added seconds to every push, cached or not.
-/// Only without a local log folder (a remote or daemon-only store) is Nix asked.
-pub async fn read_log(nix_store: &Path, drv: &StorePath) -> Result<Option<Vec<u8>>, String> {
-    let dir = log_dir();
-    if dir.join("drvs").is_dir() {
-        let [plain, bz2] = log_files(&dir, drv);
-        return tokio::task::spawn_blocking(move || read_log_file(&plain, &bz2, MAX_LOG))
-            .await
-            .map_err(|e| format!("reading the log: {e}"))?;
-    }
+/// The build log of `drv` as `nix-store --read-log` gives it, `None` when the store has
+/// none: for stores without a local log folder (remote or daemon-only), where
+/// [`locate_log`] cannot look for the file itself. One process per path costs tens of
+/// milliseconds, which is why the folder is preferred.
+async fn read_log_with(nix_store: &Path, drv: &StorePath) -> Result<Option<Vec<u8>>, String> {
     let out = tokio::process::Command::new(nix_store)
         // Substituters would be asked for every path without a local log: slow and pointless.
         .args(["--option", "substituters", "", "--read-log"])
