@@ -55,6 +55,23 @@ impl Bucket {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// The `larder` flags that point a worker or subcommand at this bucket.
+    pub fn larder_args(&self) -> [&str; 11] {
+        [
+            "--s3-bucket",
+            &self.name,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-region",
+            &self.region,
+            "--s3-path-style",
+            "--s3-access-key-id",
+            &self.access_key,
+            "--s3-secret-access-key",
+            &self.secret_key,
+        ]
+    }
+
     /// Every object in the bucket, in key order, all pages read.
     pub async fn list(&self) -> Vec<aws_sdk_s3::types::Object> {
         let s3 = self.client();

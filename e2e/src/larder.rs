@@ -57,6 +57,16 @@ pub fn larder_bin() -> PathBuf {
 }
 
 impl Worker {
+    /// The flags that give a `larder` subcommand (gc, fsck, index …) this worker's
+    /// database and storage: its data dir, and on PostgreSQL the database and bucket.
+    pub fn store_args(&self, cmd: &mut Command) {
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if let Backend::Postgres { database, bucket } = &self.backend {
+            cmd.args(["--database", database])
+                .args(bucket.larder_args());
+        }
+    }
+
     /// Starts a worker for `test` on `backend`, with extra `serve` flags.
     pub fn start(test: &str, backend: Backend, extra: &[&str]) -> Worker {
         let data_dir = temp_dir(&format!("worker-{}", unique_name(test)));
@@ -88,15 +98,7 @@ impl Worker {
                     .arg("--migrate")
                     .arg("--token-file")
                     .arg(&file)
-                    .args([
-                        "--s3-bucket",
-                        &bucket.name,
-                        "--s3-endpoint",
-                        &bucket.endpoint,
-                    ])
-                    .args(["--s3-region", &bucket.region, "--s3-path-style"])
-                    .args(["--s3-access-key-id", &bucket.access_key])
-                    .args(["--s3-secret-access-key", &bucket.secret_key]);
+                    .args(bucket.larder_args());
                 Some(token)
             }
         };

@@ -35,21 +35,8 @@ fn niks3(worker: &Worker, args: &[&str]) -> String {
 /// `larder <subcommand>` against the worker's database and storage.
 fn larder(worker: &Worker, subcommand: &str, flags: &[&str]) -> Command {
     let mut cmd = Command::new(larder_bin());
-    cmd.arg(subcommand)
-        .args(flags)
-        .arg("--data-dir")
-        .arg(&worker.data_dir);
-    if let Backend::Postgres { database, bucket } = &worker.backend {
-        cmd.args(["--database", database, "--s3-bucket", &bucket.name])
-            .args([
-                "--s3-endpoint",
-                &bucket.endpoint,
-                "--s3-region",
-                &bucket.region,
-            ])
-            .args(["--s3-path-style", "--s3-access-key-id", &bucket.access_key])
-            .args(["--s3-secret-access-key", &bucket.secret_key]);
-    }
+    cmd.arg(subcommand).args(flags);
+    worker.store_args(&mut cmd);
     cmd
 }
 

@@ -82,21 +82,11 @@ async fn fill(url: &str, rng: &mut StdRng, n: usize, keep: usize) -> Vec<String>
 }
 
 fn store_args(worker: &Worker, cmd: &mut Command) {
-    let Backend::Postgres { database, bucket } = &worker.backend else {
-        unreachable!("the benchmark runs on PostgreSQL and Garage")
-    };
-    cmd.arg("--data-dir")
-        .arg(&worker.data_dir)
-        .args(["--database", database, "--s3-bucket", &bucket.name])
-        .args([
-            "--s3-endpoint",
-            &bucket.endpoint,
-            "--s3-region",
-            &bucket.region,
-        ])
-        .arg("--s3-path-style")
-        .args(["--s3-access-key-id", &bucket.access_key])
-        .args(["--s3-secret-access-key", &bucket.secret_key]);
+    assert!(
+        matches!(worker.backend, Backend::Postgres { .. }),
+        "the benchmark runs on PostgreSQL and Garage"
+    );
+    worker.store_args(cmd);
 }
 
 /// CPU seconds (user + system, children reaped included) of this run's PostgreSQL
