@@ -1,5 +1,6 @@
 //! The push client's NAR dumper against real Nix: same bytes as `nix-store --dump`,
-//! and the NAR reader's listing equals `nix nar ls --json -R`.
+//! and the NAR reader's listing, like the one the dumper makes as it walks, equals
+//! `nix nar ls --json -R`.
 
 // Helpers below are test code too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -10,9 +11,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use larder_worker::nix::listing::ListingBuilder;
 use larder_worker::nix::nar::NarReader;
 use larder_worker::nix::Listing;
-use larder_worker::push::dump::dump_path;
+use larder_worker::push::dump::{dump_path, dump_path_listed};
 
 /// Runs a Nix tool; a missing Nix fails the test rather than skipping it.
 fn nix(program: &str, args: &[&str]) -> Vec<u8> {
@@ -110,6 +112,11 @@ fn dump_of_a_tree_is_byte_identical_to_nix_store_dump() {
     let listing = Listing::from_nar(ours.as_slice()).unwrap();
     let ours_json = serde_json::to_value(&listing.root).unwrap();
     assert_eq!(ours_json, nix_listing(&theirs));
+
+    // The dumper's own listing, made during the walk, is the same, narOffsets included.
+    let (again, walked) = dump_path_listed(&root, Vec::new(), ListingBuilder::default()).unwrap();
+    assert!(again == ours);
+    assert_eq!(walked, listing);
 }
 
 #[test]
@@ -123,7 +130,9 @@ fn single_file_symlink_and_empty_roots_match_too() {
     for (name, mode, data) in cases {
         let p = dir.path().join(name);
         write(&p, data, mode);
-        assert_eq!(dump_path(&p, Vec::new()).unwrap(), nix_dump(&p), "{name}");
+        let (nar, walked) = dump_path_listed(&p, Vec::new(), ListingBuilder::default()).unwrap();
+        assert_eq!(nar, nix_dump(&p), "{name}");
+        assert_eq!(walked, Listing::from_nar(nar.as_slice()).unwrap(), "{name}");
     }
     let link = dir.path().join("link");
     symlink("file", &link).unwrap();

@@ -1,17 +1,19 @@
 //! Dumps a filesystem path as a NAR, byte-identical to `nix-store --dump`.
 //!
 //! This is the I/O edge of the NAR writer: it walks the tree (never following symlinks)
-//! and streams each file through in fixed-size chunks, so memory stays flat.
+//! and streams each file through in fixed-size chunks, so memory stays flat. The same walk
+//! lists the tree (`.ls`), so a push never parses the NAR it has just written.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::nix::nar::{NarError, NarWriter};
+use crate::nix::listing::{Listing, ListingBuilder, ListingError};
+use crate::nix::nar::{NarError, NarEvent, NarWriter};
 
 /// Size of the buffer file contents are read through.
 const CHUNK: usize = 64 * 1024;
@@ -27,18 +29,38 @@ pub enum DumpError {
     Changed { path: PathBuf, expected: u64 },
     #[error("writing the NAR of {path}: {source}")]
     Nar { path: PathBuf, source: NarError },
+    #[error("listing {path}: {source}")]
+    Listing { path: PathBuf, source: ListingError },
 }
 
 /// Writes the NAR of `path` to `out` and returns `out`.
 pub fn dump_path<W: Write>(path: &Path, out: W) -> Result<W, DumpError> {
+    dump_path_listed(path, out, ListingBuilder::default()).map(|(out, _)| out)
+}
+
+/// Writes the NAR of `path` to `out` and lists it with `listing` on the way; returns `out`
+/// and the listing (narOffsets included).
+pub fn dump_path_listed<W: Write>(
+    path: &Path,
+    out: W,
+    listing: ListingBuilder,
+) -> Result<(W, Listing), DumpError> {
     let nar_err = |p: &Path| {
         let path = p.to_path_buf();
         move |source| DumpError::Nar { path, source }
     };
-    let mut w = NarWriter::new(out).map_err(nar_err(path))?;
-    let mut buf = vec![0u8; CHUNK];
-    dump_node(path, &mut w, &mut buf)?;
-    w.finish().map_err(nar_err(path))
+    let mut walk = Walk {
+        nar: NarWriter::new(out).map_err(nar_err(path))?,
+        listing,
+        buf: vec![0u8; CHUNK],
+    };
+    walk.node(path, None)?;
+    let Walk { nar, listing, .. } = walk;
+    let listing = listing.finish().map_err(|source| DumpError::Listing {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((nar.finish().map_err(nar_err(path))?, listing))
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
@@ -48,75 +70,107 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> DumpError + '_ {
     }
 }
 
-fn dump_node<W: Write>(path: &Path, w: &mut NarWriter<W>, buf: &mut [u8]) -> Result<(), DumpError> {
-    let nar = |source| DumpError::Nar {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = fs::symlink_metadata(path).map_err(read_err(path))?;
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(read_err(path))?;
-        w.symlink(target.as_os_str().as_bytes()).map_err(nar)
-    } else if ft.is_file() {
-        // Nix marks a file executable when its owner may execute it.
-        let executable = meta.permissions().mode() & 0o100 != 0;
-        dump_file(path, executable, meta.len(), w, buf)
-    } else if ft.is_dir() {
-        let mut names: Vec<Vec<u8>> = fs::read_dir(path)
-            .map_err(read_err(path))?
-            .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
-            .collect::<Result<_, _>>()
-            .map_err(read_err(path))?;
-        // NAR entries are in byte order of their names, as Nix's std::map keeps them.
-        names.sort_unstable();
-        w.start_directory().map_err(nar)?;
-        for name in names {
-            w.entry(&name).map_err(nar)?;
-            dump_node(&path.join(std::ffi::OsStr::from_bytes(&name)), w, buf)?;
+/// One dump in progress: the NAR being written, the listing being built, a read buffer.
+struct Walk<W> {
+    nar: NarWriter<W>,
+    listing: ListingBuilder,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Walk<W> {
+    /// Dumps the node at `path`, which is entry `name` of its directory (`None`: the root).
+    fn node(&mut self, path: &Path, name: Option<Vec<u8>>) -> Result<(), DumpError> {
+        let meta = fs::symlink_metadata(path).map_err(read_err(path))?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(read_err(path))?;
+            let target = target.into_os_string().into_vec();
+            self.nar.symlink(&target).map_err(nar_err(path))?;
+            self.list(path, NarEvent::Symlink { name, target })
+        } else if ft.is_file() {
+            // Nix marks a file executable when its owner may execute it.
+            let executable = meta.permissions().mode() & 0o100 != 0;
+            self.file(path, name, executable, meta.len())
+        } else if ft.is_dir() {
+            let mut names: Vec<Vec<u8>> = fs::read_dir(path)
+                .map_err(read_err(path))?
+                .map(|e| e.map(|e| e.file_name().into_vec()))
+                .collect::<Result<_, _>>()
+                .map_err(read_err(path))?;
+            // NAR entries are in byte order of their names, as Nix's std::map keeps them.
+            names.sort_unstable();
+            self.nar.start_directory().map_err(nar_err(path))?;
+            self.list(path, NarEvent::Directory { name })?;
+            for name in names {
+                self.nar.entry(&name).map_err(nar_err(path))?;
+                let child = path.join(std::ffi::OsStr::from_bytes(&name));
+                self.node(&child, Some(name))?;
+            }
+            self.nar.end_directory().map_err(nar_err(path))?;
+            self.list(path, NarEvent::EndDirectory)
+        } else {
+            Err(DumpError::Unsupported {
+                path: path.to_path_buf(),
+            })
         }
-        w.end_directory().map_err(nar)
-    } else {
-        Err(DumpError::Unsupported {
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        name: Option<Vec<u8>>,
+        executable: bool,
+        size: u64,
+    ) -> Result<(), DumpError> {
+        let changed = || DumpError::Changed {
             path: path.to_path_buf(),
-        })
+            expected: size,
+        };
+        let mut file = File::open(path).map_err(read_err(path))?;
+        let nar_offset = self.nar.regular(executable, size).map_err(nar_err(path))?;
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => return Err(changed()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(path)(e)),
+            };
+            self.nar.contents(&self.buf[..n]).map_err(nar_err(path))?;
+            left -= n as u64;
+        }
+        // A file that grew since it was listed would yield a NAR that lies about it.
+        match file.read(&mut self.buf[..1]) {
+            Ok(0) => {}
+            Ok(_) => return Err(changed()),
+            Err(e) => return Err(read_err(path)(e)),
+        }
+        self.list(
+            path,
+            NarEvent::Regular {
+                name,
+                executable,
+                size,
+                nar_offset,
+            },
+        )
+    }
+
+    fn list(&mut self, path: &Path, event: NarEvent) -> Result<(), DumpError> {
+        self.listing
+            .push(event)
+            .map_err(|source| DumpError::Listing {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 }
 
-fn dump_file<W: Write>(
-    path: &Path,
-    executable: bool,
-    size: u64,
-    w: &mut NarWriter<W>,
-    buf: &mut [u8],
-) -> Result<(), DumpError> {
-    let nar = |source| DumpError::Nar {
+fn nar_err(path: &Path) -> impl FnOnce(NarError) -> DumpError + '_ {
+    move |source| DumpError::Nar {
         path: path.to_path_buf(),
         source,
-    };
-    let changed = || DumpError::Changed {
-        path: path.to_path_buf(),
-        expected: size,
-    };
-    let mut file = File::open(path).map_err(read_err(path))?;
-    w.regular(executable, size).map_err(nar)?;
-    let mut left = size;
-    while left > 0 {
-        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
-        let n = match file.read(&mut buf[..want]) {
-            Ok(0) => return Err(changed()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(path)(e)),
-        };
-        w.contents(&buf[..n]).map_err(nar)?;
-        left -= n as u64;
-    }
-    // A file that grew since it was listed would yield a NAR that lies about it.
-    match file.read(&mut buf[..1]) {
-        Ok(0) => Ok(()),
-        Ok(_) => Err(changed()),
-        Err(e) => Err(read_err(path)(e)),
     }
 }
 

@@ -1,20 +1,20 @@
 //! Turns one store path into the bytes to upload, in a single streaming pass:
 //! filesystem → NAR (hashed: NarHash, NarSize) → zstd (hashed: FileHash, FileSize) → spool,
-//! with the NAR teed to a listing builder on its own thread. Also fetches the build log.
+//! listing the tree as the walk goes. Also fetches the build log.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use indicatif::ProgressBar;
 
 use crate::nix::hash::HashingWriter;
+use crate::nix::listing::ListingBuilder;
 use crate::nix::{Listing, NixHash, ObjectKey, StorePath};
 
 use super::closure::PathInfo;
-use super::dump::dump_path;
+use super::dump::dump_path_listed;
 use super::objects::{FileDigest, PathObjects};
 use super::spool::{compressed_bound, MemoryBudget, Spool, Stored};
 use super::PushError;
@@ -24,8 +24,24 @@ use super::PushError;
 pub struct CompressOptions {
     /// zstd level (1…19; 3 is zstd's default).
     pub level: i32,
-    /// zstd worker threads per NAR (0: compress on the calling thread).
+    /// zstd worker threads per big NAR (0: compress on the calling thread).
     pub workers: u32,
+}
+
+/// NARs smaller than this are compressed on the calling thread: zstd's workers take jobs
+/// of several MiB, so for smaller inputs they only add copies and thread start-up, and
+/// `--jobs` paths are compressed side by side anyway.
+const MULTITHREAD_FROM: u64 = 32 << 20;
+
+impl CompressOptions {
+    /// The settings for a NAR of `nar_size` bytes.
+    pub fn for_nar(self, nar_size: u64) -> Self {
+        if nar_size < MULTITHREAD_FROM {
+            Self { workers: 0, ..self }
+        } else {
+            self
+        }
+    }
 }
 
 /// A path ready to upload: its objects' digests and their bytes.
@@ -77,30 +93,21 @@ pub fn nar_pass(
             .multithread(compress.workers)
             .map_err(|e| fail("start zstd workers", e.to_string()))?;
     }
-    let (tee, listing_thread) = spawn_lister();
-    let sink = HashingWriter::new(Tee {
-        first: encoder,
-        second: tee,
+    let sink = HashingWriter::new(Progress {
+        inner: encoder,
         progress,
     });
-    let sink = dump_path(path, sink).map_err(|e| fail("read the store path", e.to_string()))?;
-    let (tee, nar_hash, nar_size) = sink.finish();
-    let Tee {
-        first: encoder,
-        second: lister,
-        ..
-    } = tee;
-    // Closing the channel ends the listing thread's input.
-    drop(lister);
-    let file_hasher = encoder
+    // Lossy: names that are not UTF-8 are listed with U+FFFD (the push declared a listing
+    // for every path before reading any).
+    let (sink, listing) = dump_path_listed(path, sink, ListingBuilder::lossy())
+        .map_err(|e| fail("read the store path", e.to_string()))?;
+    let (counted, nar_hash, nar_size) = sink.finish();
+    let file_hasher = counted
+        .inner
         .finish()
         .map_err(|e| fail("compress", e.to_string()))?;
     let (spool, file_hash, file_size) = file_hasher.finish();
     let stored = spool.finish().map_err(|e| fail("spool", e.to_string()))?;
-    let listing = match listing_thread.join() {
-        Ok(listing) => listing.map_err(|e| fail("list", e.to_string()))?,
-        Err(_) => return Err(fail("list", "the listing thread panicked".into())),
-    };
     Ok(NarPass {
         nar_hash,
         nar_size,
@@ -171,7 +178,8 @@ pub async fn prepare_path(
     };
     let spool = Spool::new(&budget, compressed_bound(info.nar_size))
         .map_err(|e| fail("create a temporary file", e.to_string()))?;
-    let pass = tokio::task::spawn_blocking(move || nar_pass(&path, spool, compress, &progress))
+    let nar_compress = compress.for_nar(info.nar_size);
+    let pass = tokio::task::spawn_blocking(move || nar_pass(&path, spool, nar_compress, &progress))
         .await
         .map_err(|e| fail("hash and compress", e.to_string()))??;
     if (pass.nar_hash, pass.nar_size) != (info.nar_hash, info.nar_size) {
@@ -321,87 +329,21 @@ fn read_log_file(plain: &Path, bz2: &Path, limit: u64) -> Result<Option<Vec<u8>>
     Ok((!text.is_empty()).then_some(text))
 }
 
-/// Writes everything to `first`, and the same bytes to `second`; counts progress.
-struct Tee<'a, A, B> {
-    first: A,
-    second: B,
+/// Passes bytes on to `inner`, counting them on the progress bar.
+struct Progress<'a, W> {
+    inner: W,
     progress: &'a ProgressBar,
 }
 
-impl<A: Write, B: Write> Write for Tee<'_, A, B> {
+impl<W: Write> Write for Progress<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.first.write(buf)?;
-        self.second.write_all(&buf[..n])?;
+        let n = self.inner.write(buf)?;
         self.progress.inc(n as u64);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.first.flush()?;
-        self.second.flush()
-    }
-}
-
-type ListingThread = std::thread::JoinHandle<Result<Listing, crate::nix::listing::ListingError>>;
-
-/// A writer whose bytes a new thread parses as a NAR into a listing.
-fn spawn_lister() -> (BufWriter<ChannelWriter>, ListingThread) {
-    let (tx, rx) = sync_channel::<Vec<u8>>(4);
-    let thread = std::thread::spawn(move || {
-        Listing::from_nar_lossy(ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        })
-    });
-    (
-        BufWriter::with_capacity(256 * 1024, ChannelWriter { tx: Some(tx) }),
-        thread,
-    )
-}
-
-/// Sends chunks to the listing thread; if that thread gave up, drops them silently
-/// (its error is reported when it is joined).
-struct ChannelWriter {
-    tx: Option<SyncSender<Vec<u8>>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(tx) = &self.tx {
-            if tx.send(buf.to_vec()).is_err() {
-                self.tx = None;
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.inner.flush()
     }
 }
 
@@ -417,6 +359,10 @@ mod tests {
         fs::write(root.join("big"), vec![b'x'; 3 << 20]).unwrap();
         fs::write(root.join("small"), b"hello\n").unwrap();
         std::os::unix::fs::symlink("small", root.join("link")).unwrap();
+        // An empty file's narOffset is where its (no) contents start, not after its ")".
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/empty"), b"").unwrap();
+        fs::write(root.join("sub/zz"), b"after the empty one").unwrap();
         dir
     }
 
@@ -424,7 +370,7 @@ mod tests {
     fn one_pass_yields_hashes_compressed_bytes_and_listing() {
         let dir = tree();
         let root = dir.path().join("root");
-        let nar = dump_path(&root, Vec::new()).unwrap();
+        let nar = super::super::dump::dump_path(&root, Vec::new()).unwrap();
         for (workers, budget) in [(0, 1 << 30), (2, 0)] {
             let budget = MemoryBudget::new(budget);
             let spool = Spool::new(&budget, compressed_bound(nar.len() as u64)).unwrap();

@@ -48,8 +48,9 @@ impl<W: Write> NarWriter<W> {
         self.pos
     }
 
-    /// Starts a regular file of `size` bytes; feed them with `contents`.
-    pub fn regular(&mut self, executable: bool, size: u64) -> Result<(), NarError> {
+    /// Starts a regular file of `size` bytes; feed them with `contents`. Returns where the
+    /// contents start in the NAR (the narOffset of `.ls` listings).
+    pub fn regular(&mut self, executable: bool, size: u64) -> Result<u64, NarError> {
         self.expect_node()?;
         self.strs(&[b"(", b"type", b"regular"])?;
         if executable {
@@ -57,6 +58,7 @@ impl<W: Write> NarWriter<W> {
         }
         self.str(b"contents")?;
         self.raw(&size.to_le_bytes())?;
+        let offset = self.pos;
         self.state = State::Contents {
             declared: size,
             remaining: size,
@@ -64,7 +66,7 @@ impl<W: Write> NarWriter<W> {
         if size == 0 {
             self.end_regular()?;
         }
-        Ok(())
+        Ok(offset)
     }
 
     /// Writes the next chunk of the open file's contents.
