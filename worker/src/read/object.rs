@@ -177,7 +177,9 @@ async fn decompressed_narinfo(object: GetObject) -> Result<Response, ApiError> {
 fn decompress_bounded(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(data)?
+    // `with_buffer`: the slice is the input buffer; `new` would allocate one of 128 KiB
+    // per request for a narinfo of a few hundred bytes.
+    zstd::stream::read::Decoder::with_buffer(data)?
         .take(max as u64 + 1)
         .read_to_end(&mut out)?;
     if out.len() > max {

@@ -17,6 +17,7 @@ pub mod s3;
 mod s3_body;
 mod s3_config;
 mod s3_error;
+mod s3_get;
 mod s3_multipart;
 mod s3_presign;
 mod types;

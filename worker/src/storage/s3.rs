@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use super::key::{normalize_prefix, validate_key, validate_prefix};
 use super::s3_body::{from_sdk, sdk_body};
 use super::s3_error::map_sdk_error;
+use super::s3_get;
 use super::s3_presign::{QuickPresigner, PROBE_KEY};
 use super::{
     check_expiry, ByteRange, Conditions, ContentRange, DeleteFailure, GetObject, ListedObject,
@@ -37,6 +38,10 @@ pub struct S3Store {
     /// Signs upload URLs without the SDK's per-request overhead; set up on first use,
     /// `None` when the SDK's URLs do not have the expected shape (then the SDK signs).
     pub(crate) quick: Arc<OnceCell<Option<QuickPresigner>>>,
+    /// Signs the worker's own GETs for the internal endpoint, like `quick` (read proxy).
+    quick_get: Arc<OnceCell<Option<QuickPresigner>>>,
+    /// Sends those GETs, keeping connections alive.
+    http: reqwest::Client,
     /// Where the presigning client gets its credentials (the quick presigner asks too).
     credentials: Option<SharedCredentialsProvider>,
 }
@@ -92,6 +97,11 @@ impl S3Store {
             bucket: config.bucket.clone(),
             prefix: normalize_prefix(&config.prefix),
             quick: Arc::new(OnceCell::new()),
+            quick_get: Arc::new(OnceCell::new()),
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| StorageError::other("configure", &config.bucket, e))?,
             credentials: shared.credentials_provider(),
         })
     }
@@ -151,6 +161,9 @@ impl S3Store {
     ) -> Result<GetObject> {
         const OP: &str = "get";
         let full = self.full_key(OP, key)?;
+        if let Some(quick) = self.quick_get().await {
+            return s3_get::get(&self.http, quick, &full, key, range, conditions).await;
+        }
         let out = self
             .client
             .get_object()
@@ -367,26 +380,37 @@ impl S3Store {
     /// The quick presigner, set up on first use from one URL the SDK presigns.
     pub(crate) async fn quick(&self) -> Option<&QuickPresigner> {
         self.quick
-            .get_or_init(|| async {
-                let region = self.presigner.config().region()?.to_string();
-                let provider = self.credentials.clone()?;
-                let probe = self
-                    .presigner
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(PROBE_KEY)
-                    .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).ok()?)
-                    .await
-                    .map_err(|e| tracing::debug!("presigning through the SDK: {e}"))
-                    .ok()?;
-                let quick = QuickPresigner::new(probe.uri(), region, provider);
-                if quick.is_none() {
-                    tracing::debug!("unexpected presigned URL shape; the SDK presigns");
-                }
-                quick
-            })
+            .get_or_init(|| self.probe(&self.presigner))
             .await
             .as_ref()
+    }
+
+    /// The quick presigner for the worker's own GETs (the internal endpoint).
+    async fn quick_get(&self) -> Option<&QuickPresigner> {
+        self.quick_get
+            .get_or_init(|| self.probe(&self.client))
+            .await
+            .as_ref()
+    }
+
+    /// A quick presigner for the endpoint of `client`, from one URL the SDK presigns with
+    /// it; `None` (the SDK does the work) when that URL does not have the expected shape.
+    async fn probe(&self, client: &Client) -> Option<QuickPresigner> {
+        let region = client.config().region()?.to_string();
+        let provider = self.credentials.clone()?;
+        let probe = client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(PROBE_KEY)
+            .presigned(PresigningConfig::expires_in(Duration::from_secs(60)).ok()?)
+            .await
+            .map_err(|e| tracing::debug!("presigning through the SDK: {e}"))
+            .ok()?;
+        let quick = QuickPresigner::new(probe.uri(), region, provider);
+        if quick.is_none() {
+            tracing::debug!("unexpected presigned URL shape; the SDK presigns");
+        }
+        quick
     }
 
     /// A presigned GET URL.
