@@ -487,6 +487,69 @@ async fn read_proxy_serves_ranges_and_304() {
 }
 
 #[tokio::test]
+async fn narinfos_are_answered_from_memory_for_the_cache_ttl_only() {
+    let f = fixture("narinfo-cache", &["--narinfo-cache-ttl", "2s"]);
+    let narinfo = f.url(&format!("/{HASH}.narinfo"));
+    let get = |etag: Option<&str>| {
+        let mut request = f.http.get(&narinfo);
+        if let Some(etag) = etag {
+            request = request.header("If-None-Match", etag);
+        }
+        request.send()
+    };
+    // A miss is not remembered: the path is found as soon as it is pushed.
+    assert_eq!(get(None).await.unwrap().status().as_u16(), 404);
+    commit_fixture(&f, b"cached nar").await;
+    let first = get(None).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let text = first.text().await.unwrap();
+    assert!(
+        text.starts_with(&format!("StorePath: /nix/store/{HASH}-x")),
+        "{text}"
+    );
+
+    // Deleted behind the worker's back, as a collection run elsewhere would: still served
+    // from memory, validators included, until the TTL runs out.
+    f.bucket
+        .client()
+        .delete_object()
+        .bucket(&f.bucket.name)
+        .key(format!("{HASH}.narinfo"))
+        .send()
+        .await
+        .unwrap();
+    let second = get(None).await.unwrap();
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(second.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(second.text().await.unwrap(), text);
+    assert_eq!(get(Some(&etag)).await.unwrap().status().as_u16(), 304);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(get(None).await.unwrap().status().as_u16(), 404);
+
+    // Without the cache the deletion shows at once.
+    let g = fixture("narinfo-nocache", &["--narinfo-cache-size", "0"]);
+    commit_fixture(&g, b"uncached nar").await;
+    let url = g.url(&format!("/{HASH}.narinfo"));
+    assert_eq!(
+        g.http.get(&url).send().await.unwrap().status().as_u16(),
+        200
+    );
+    g.bucket
+        .client()
+        .delete_object()
+        .bucket(&g.bucket.name)
+        .key(format!("{HASH}.narinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        g.http.get(&url).send().await.unwrap().status().as_u16(),
+        404
+    );
+}
+
+#[tokio::test]
 async fn nar_reads_redirect_to_presigned_storage_urls_when_asked() {
     let f = fixture("redirect", &["--redirect-nars"]);
     let nar = b"redirected nar bytes".to_vec();

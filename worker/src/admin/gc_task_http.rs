@@ -66,6 +66,8 @@ pub async fn start(
             let runner = state.clone();
             tokio::spawn(async move {
                 let result = crate::gc::run(runner.db(), runner.storage(), &options).await;
+                // Deleted narinfos must not outlive the run in this worker's memory.
+                runner.narinfo_cache().clear();
                 if let Err(e) = &result {
                     tracing::error!("GC run started through the API failed: {e}");
                 }

@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// `Priority` advertised in nix-cache-info (lower wins; cache.nixos.org is 40).
     #[arg(long, env = "LARDER_PRIORITY", default_value_t = 30)]
     pub priority: u32,
+    /// Memory for narinfos read recently through the proxy, answered without asking the
+    /// bucket again (0 turns it off). Misses are never remembered.
+    #[arg(long, env = "LARDER_NARINFO_CACHE_SIZE", default_value = "32MiB")]
+    pub narinfo_cache_size: bytesize::ByteSize,
+    /// How long a cached narinfo is served: a narinfo deleted by a collection on another
+    /// worker, or rewritten, may be served this much longer (the proxy tells HTTP caches
+    /// they may keep narinfos for 5 minutes).
+    #[arg(long, env = "LARDER_NARINFO_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub narinfo_cache_ttl: std::time::Duration,
     /// Apply database migrations before serving (always done for the embedded SQLite).
     #[arg(long, env = "LARDER_MIGRATE")]
     pub migrate: bool,
@@ -97,6 +106,8 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
             require_auth: args.read_auth,
             redirect_nars: args.redirect_nars,
             priority: args.priority,
+            narinfo_cache_bytes: args.narinfo_cache_size.as_u64(),
+            narinfo_cache_ttl: args.narinfo_cache_ttl,
         },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)

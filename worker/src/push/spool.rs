@@ -76,7 +76,12 @@ impl Spool {
     /// A spool for about `expected` bytes: in memory if `budget` has room for them.
     pub fn new(budget: &Arc<MemoryBudget>, expected: u64) -> io::Result<Self> {
         match budget.try_reserve(expected) {
-            Some(r) => Ok(Spool::Memory(Vec::new(), r)),
+            // All at once: growing by doubling would copy a big NAR several times over.
+            // Pages of the bound that zstd does not fill are never touched.
+            Some(r) => Ok(Spool::Memory(
+                Vec::with_capacity(usize::try_from(expected).unwrap_or(0)),
+                r,
+            )),
             None => Ok(Spool::File(tempfile::tempfile()?, 0)),
         }
     }

@@ -5,6 +5,7 @@
 pub mod cache_info;
 pub mod headers;
 pub mod index;
+pub mod narinfo_cache;
 pub mod object;
 
 use axum::routing::get;

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use bytes::Bytes;
 use futures::TryStreamExt;
 
 use crate::auth::Scope;
@@ -64,21 +65,77 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
             return Ok(Redirect::temporary(&url).into_response());
         }
     }
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    if kind == ObjectType::Narinfo {
         // A narinfo is rewritten on the way (decompressed), so ranges of it are not served.
-        Some(value) if kind != ObjectType::Narinfo => {
-            Some(ByteRange::parse(value).map_err(|e| ApiError::BadRequest(format!("Range: {e}")))?)
-        }
-        _ => None,
-    };
-    let object = match state
+        return narinfo(&state, key.as_str(), headers).await;
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|value| {
+            ByteRange::parse(value).map_err(|e| ApiError::BadRequest(format!("Range: {e}")))
+        })
+        .transpose()?;
+    match state
         .storage()
         .get(key.as_str(), range, &conditions(headers))
         .await
     {
+        Ok(object) => Ok(stream(kind, object)),
+        Err(e) => failure(kind, e),
+    }
+}
+
+/// A narinfo: from the narinfo cache, else from the bucket (decompressed if stored
+/// zstd-compressed, as niks3 and `larder push` store them) and then cached.
+async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let kind = ObjectType::Narinfo;
+    let conditions = conditions(headers);
+    let cache = state.narinfo_cache();
+    if let Some(hit) = cache.get(key) {
+        if crate::storage::not_modified(&conditions, hit.etag.as_deref(), hit.last_modified) {
+            return Ok(not_modified(kind));
+        }
+        let mut headers = HeaderMap::new();
+        validators(&mut headers, kind, hit.etag.as_deref(), hit.last_modified);
+        return Ok((StatusCode::OK, headers, hit.body).into_response());
+    }
+    let object = match state.storage().get(key, None, &conditions).await {
         Ok(object) => object,
-        Err(StorageError::NotModified { .. }) => return Ok(not_modified(kind)),
-        Err(StorageError::NotFound { .. }) => {
+        Err(e) => return failure(kind, e),
+    };
+    let zstd = match object.content_encoding.as_deref() {
+        None => false,
+        Some("zstd") => true,
+        // Some other encoding: passed on as stored, not cached.
+        Some(_) => return Ok(stream(kind, object)),
+    };
+    let mut headers = HeaderMap::new();
+    validators(
+        &mut headers,
+        kind,
+        object.etag.as_deref(),
+        object.last_modified,
+    );
+    let (etag, last_modified) = (object.etag.clone(), object.last_modified);
+    let stored = read_bounded(object).await?;
+    let body =
+        if zstd {
+            Bytes::from(decompress_bounded(&stored, MAX_NARINFO).map_err(|e| {
+                ApiError::Internal(format!("stored narinfo does not decompress: {e}"))
+            })?)
+        } else {
+            stored
+        };
+    cache.insert(key, body.clone(), etag, last_modified);
+    Ok((StatusCode::OK, headers, body).into_response())
+}
+
+/// The answer to a storage error of a read.
+fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
+    match e {
+        StorageError::NotModified { .. } => Ok(not_modified(kind)),
+        StorageError::NotFound { .. } => {
             let mut response = (StatusCode::NOT_FOUND, "not in this cache\n").into_response();
             // Short negative caching: a push may add it any moment.
             set(
@@ -86,9 +143,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
                 header::CACHE_CONTROL,
                 "public, max-age=10",
             );
-            return Ok(response);
+            Ok(response)
         }
-        Err(StorageError::InvalidRange { size, .. }) => {
+        StorageError::InvalidRange { size, .. } => {
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             if let Some(size) = size {
                 set(
@@ -97,14 +154,10 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
                     &format!("bytes */{size}"),
                 );
             }
-            return Ok(response);
+            Ok(response)
         }
-        Err(e) => return Err(e.into()),
-    };
-    if kind == ObjectType::Narinfo && object.content_encoding.as_deref() == Some("zstd") {
-        return decompressed_narinfo(object).await;
+        e => Err(e.into()),
     }
-    Ok(stream(kind, object))
 }
 
 fn not_modified(kind: ObjectType) -> Response {
@@ -117,13 +170,18 @@ fn not_modified(kind: ObjectType) -> Response {
     response
 }
 
-fn common_headers(h: &mut HeaderMap, kind: ObjectType, object: &GetObject) {
+fn validators(
+    h: &mut HeaderMap,
+    kind: ObjectType,
+    etag: Option<&str>,
+    last_modified: Option<std::time::SystemTime>,
+) {
     set(h, header::CONTENT_TYPE, content_type(kind));
     set(h, header::CACHE_CONTROL, cache_control(kind));
-    if let Some(etag) = &object.etag {
+    if let Some(etag) = etag {
         set(h, header::ETAG, etag);
     }
-    if let Some(modified) = object.last_modified {
+    if let Some(modified) = last_modified {
         set(h, header::LAST_MODIFIED, &http_date(modified));
     }
 }
@@ -135,7 +193,12 @@ fn stream(kind: ObjectType, object: GetObject) -> Response {
         StatusCode::OK
     };
     let mut headers = HeaderMap::new();
-    common_headers(&mut headers, kind, &object);
+    validators(
+        &mut headers,
+        kind,
+        object.etag.as_deref(),
+        object.last_modified,
+    );
     set(&mut headers, header::ACCEPT_RANGES, "bytes");
     set(
         &mut headers,
@@ -152,25 +215,24 @@ fn stream(kind: ObjectType, object: GetObject) -> Response {
     (status, headers, body).into_response()
 }
 
-/// niks3 stores narinfos zstd-compressed; Nix wants them plain.
-async fn decompressed_narinfo(object: GetObject) -> Result<Response, ApiError> {
-    let mut headers = HeaderMap::new();
-    common_headers(&mut headers, ObjectType::Narinfo, &object);
-    let compressed: Vec<u8> = object
-        .body
-        .try_fold(Vec::new(), |mut acc, chunk| async move {
-            acc.extend_from_slice(&chunk);
-            Ok(acc)
-        })
-        .await?;
-    if compressed.len() > MAX_NARINFO {
+/// The whole body of a stored narinfo, refused past [`MAX_NARINFO`] bytes.
+async fn read_bounded(object: GetObject) -> Result<Bytes, ApiError> {
+    if object.size > MAX_NARINFO as u64 {
         return Err(ApiError::Internal(
             "stored narinfo is implausibly large".into(),
         ));
     }
-    let plain = decompress_bounded(&compressed, MAX_NARINFO)
-        .map_err(|e| ApiError::Internal(format!("stored narinfo does not decompress: {e}")))?;
-    Ok((StatusCode::OK, headers, plain).into_response())
+    let mut body = Vec::with_capacity(object.size as usize);
+    let mut chunks = object.body;
+    while let Some(chunk) = chunks.try_next().await? {
+        if body.len() + chunk.len() > MAX_NARINFO {
+            return Err(ApiError::Internal(
+                "stored narinfo is implausibly large".into(),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// zstd-decompresses at most `max` bytes; more is an error, so a bomb cannot blow up memory.

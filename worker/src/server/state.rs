@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use crate::auth::{Scope, Tokens};
 use crate::db::Db;
 use crate::nix::SecretKey;
+use crate::read::narinfo_cache::NarinfoCache;
 use crate::storage::Storage;
 
 use super::error::ApiError;
@@ -21,6 +22,10 @@ pub struct ReadOptions {
     pub redirect_nars: bool,
     /// `Priority` in nix-cache-info.
     pub priority: u32,
+    /// Bytes of recently read narinfos kept in memory (0: none).
+    pub narinfo_cache_bytes: u64,
+    /// How long a narinfo is answered from memory.
+    pub narinfo_cache_ttl: Duration,
 }
 
 /// Lifetime of presigned upload URLs. niks3 clients expect 5 hours (long NAR uploads on
@@ -42,6 +47,7 @@ struct Inner {
     public_url: String,
     presign_ttl: Duration,
     read: ReadOptions,
+    narinfos: NarinfoCache,
     gc_tasks: crate::admin::gc_task::GcTasks,
 }
 
@@ -63,6 +69,7 @@ impl AppState {
                 tokens,
                 public_url: public_url.trim_end_matches('/').to_string(),
                 presign_ttl: PRESIGN_TTL,
+                narinfos: NarinfoCache::new(read.narinfo_cache_bytes, read.narinfo_cache_ttl),
                 read,
                 gc_tasks: crate::admin::gc_task::GcTasks::default(),
             }),
@@ -102,6 +109,11 @@ impl AppState {
     /// Read proxy settings.
     pub fn read_options(&self) -> &ReadOptions {
         &self.inner.read
+    }
+
+    /// Narinfos recently read through the proxy.
+    pub fn narinfo_cache(&self) -> &NarinfoCache {
+        &self.inner.narinfos
     }
 
     /// Checks the request's bearer token for `scope`.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
+pub use conditions::not_modified;
 pub use dir::DirStore;
 pub use dir_upload::upload_router;
 pub use error::{Result, StorageError};
