@@ -14,8 +14,21 @@ use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 /// Advisory lock id shared by pushes (shared) and the GC epoch switch (exclusive).
 pub const GC_LOCK_ID: i64 = 0x6c61_7264_6572_6763; // "lardergc"
 
-/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+/// Rows per multi-row statement on PostgreSQL: well under its parameter limit.
 pub(crate) const CHUNK: usize = 500;
+
+/// Parameters per statement on SQLite. sqlx looks each parameter up by a linear search
+/// of the statement's parameter names, so a statement of n parameters costs n² there
+/// (4,000 made binding most of a push's database time); a few hundred keep it small.
+const SQLITE_PARAMS: usize = 256;
+
+/// Rows per multi-row statement of `columns` parameters each on `backend`.
+pub(crate) fn chunk_rows(backend: Backend, columns: usize) -> usize {
+    match backend {
+        Backend::Postgres => CHUNK,
+        Backend::Sqlite => (SQLITE_PARAMS / columns.max(1)).max(1),
+    }
+}
 
 /// One object of a closure as the client declared it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +120,7 @@ pub(crate) async fn touch_present(
         return touch_present_pg(tx, sorted_keys, epoch, now).await;
     }
     let mut trusted = std::collections::HashSet::new();
-    for chunk in sorted_keys.chunks(CHUNK) {
+    for chunk in sorted_keys.chunks(chunk_rows(backend, 1)) {
         let sql = format!(
             "SELECT key, marked_epoch FROM objects WHERE key IN ({})",
             placeholders(1, chunk.len())
@@ -279,7 +292,7 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
             file_hash: row.try_get(5).context("decode file_hash")?,
         });
     }
-    for chunk in objects.chunks(CHUNK) {
+    for chunk in objects.chunks(chunk_rows(db.backend(), 8)) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
             .collect();
@@ -311,7 +324,7 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
         .iter()
         .flat_map(|o| o.refs.iter().map(move |r| (o.key.as_str(), r.as_str())))
         .collect();
-    for chunk in edges.chunks(CHUNK) {
+    for chunk in edges.chunks(chunk_rows(db.backend(), 2)) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(1 + i * 2, 2)))
             .collect();

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use sqlx::{Any, Row, Transaction};
 
-use super::pending::{begin_push, placeholders, touch_present, ClosureObject, Started, CHUNK};
+use super::pending::{begin_push, chunk_rows, placeholders, touch_present, ClosureObject, Started};
 use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 
 /// A session being started: its transaction is open and holds the locks a push holds.
@@ -83,7 +83,7 @@ impl Starting {
     /// Records the multipart uploads created for the session (`(key, upload_id)`) and
     /// commits. Dropped instead, nothing of the session remains.
     pub async fn commit(mut self, multiparts: &[(String, String)]) -> Result<Started, DbError> {
-        for chunk in multiparts.chunks(CHUNK) {
+        for chunk in multiparts.chunks(chunk_rows(self.backend, 4)) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + i * 4, 4)))
                 .collect();
@@ -169,7 +169,7 @@ async fn insert_pending_objects(
         .context("record pending objects")?;
         return Ok(());
     }
-    for chunk in sorted.chunks(CHUNK) {
+    for chunk in sorted.chunks(chunk_rows(backend, 8)) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
             .collect();
