@@ -213,7 +213,7 @@ pub fn bucket(test: &str) -> Bucket {
 /// Garage's block compression: `"none"` unless `LARDER_GARAGE_COMPRESSION` gives a TOML
 /// value (`1` is Garage's default). What a Nix cache stores is compressed already (NARs
 /// by the client, index shards with zstd), so zstd in Garage spends CPU on every block
-/// for nothing; docs/benchmarks.md ("Index") has the measurement.
+/// for nothing (docs/index.md, "Storage settings").
 fn compression_level() -> String {
     std::env::var("LARDER_GARAGE_COMPRESSION").unwrap_or_else(|_| r#""none""#.to_string())
 }

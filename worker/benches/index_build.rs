@@ -8,7 +8,7 @@
 //! ```
 //!
 //! 1. A release `larder serve` on a fresh database and bucket; `objects` filled with N
-//!    random narinfo keys by COPY (not measured).
+//!    random narinfo keys by COPY, then `VACUUM ANALYZE` (neither measured).
 //! 2. `larder index build` under `/usr/bin/time -v`: wall time, peak RSS, shard bytes
 //!    against the exact-set bound log2 C(2^160, N) / 8.
 //! 3. 0.1 % more narinfos, and a second build (deltas from the first epoch).
