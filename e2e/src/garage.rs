@@ -219,8 +219,8 @@ fn compression_level() -> String {
 }
 
 /// Garage's metadata engine: `lmdb` (Garage's default, what a deployment runs) unless
-/// `LARDER_GARAGE_DB_ENGINE` says `sqlite` (also built by `install-garage.sh`; it costs
-/// Garage about 1.7x the CPU per small PUT, docs/benchmarks.md "Index").
+/// `LARDER_GARAGE_DB_ENGINE` says `sqlite` (also built by `install-garage.sh`; Garage
+/// spends more CPU per small PUT with it, docs/benchmarks.md "Index").
 fn db_engine() -> String {
     std::env::var("LARDER_GARAGE_DB_ENGINE").unwrap_or_else(|_| "lmdb".to_string())
 }
