@@ -210,13 +210,29 @@ pub fn bucket(test: &str) -> Bucket {
     Garage::shared().bucket(test)
 }
 
+/// Garage's block compression: `"none"` unless `LARDER_GARAGE_COMPRESSION` gives a TOML
+/// value (`1` is Garage's default). What a Nix cache stores is compressed already (NARs
+/// by the client, index shards with zstd), so zstd in Garage spends CPU on every block
+/// for nothing (docs/index.md, "Storage settings").
+fn compression_level() -> String {
+    std::env::var("LARDER_GARAGE_COMPRESSION").unwrap_or_else(|_| r#""none""#.to_string())
+}
+
+/// Garage's metadata engine: `lmdb` (Garage's default, what a deployment runs) unless
+/// `LARDER_GARAGE_DB_ENGINE` says `sqlite` (also built by `install-garage.sh`; Garage
+/// spends more CPU per small PUT with it, docs/benchmarks.md "Index").
+fn db_engine() -> String {
+    std::env::var("LARDER_GARAGE_DB_ENGINE").unwrap_or_else(|_| "lmdb".to_string())
+}
+
 fn config_toml(dir: &Path, rpc_port: u16, s3_port: u16, admin_port: u16) -> String {
     format!(
         r#"metadata_dir = "{meta}"
 data_dir = "{data}"
-db_engine = "sqlite"
+db_engine = "{engine}"
 metadata_fsync = false
 data_fsync = false
+compression_level = {compression}
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:{rpc_port}"
 rpc_public_addr = "127.0.0.1:{rpc_port}"
@@ -233,6 +249,8 @@ admin_token = "{admin}"
 "#,
         meta = dir.join("meta").display(),
         data = dir.join("data").display(),
+        engine = db_engine(),
+        compression = compression_level(),
         secret = random_hex(32),
         admin = random_hex(16),
     )
