@@ -66,8 +66,8 @@ const UPLOAD_CHUNK: usize = 100_000;
 ///
 /// Walking hashes instead of keys is conservative: keys that share a hash become one
 /// node with the references of both, so every object a live root reaches by keys is
-/// reached by hashes too; a collision can only keep an unreachable object (about one
-/// chance in ten million per run at three million objects), never lose a live one.
+/// reached by hashes too; a collision can only keep an unreachable object (well under one
+/// chance in a million per run at three million objects), never lose a live one.
 async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), DbError> {
     // The planner's estimate sizes the array once (doubling would overshoot by up to
     // half); a wrong estimate only costs a reallocation.
