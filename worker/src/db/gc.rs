@@ -187,9 +187,11 @@ pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
     let (setup, fill, finish): (&[&'static str], &'static str, &[&'static str]) = match backend {
         Backend::Postgres => (
             &[
-                // The candidates' keys are hashed once to find their references (about
-                // 1.5 million keys at a million store paths; two batches at 64 MB).
-                "SET work_mem = '64MB'",
+                // The candidates' keys are hashed once to find their references: about
+                // 1.5 million keys at a million store paths, 150 MB of hash table for
+                // this backend while the sweep starts (at 64 MB it spilled 500 MB to
+                // temporary files).
+                "SET work_mem = '128MB'",
                 "DROP TABLE IF EXISTS gc_sweep",
                 "DROP TABLE IF EXISTS gc_sweep_refs",
                 "DROP TABLE IF EXISTS gc_batch",
