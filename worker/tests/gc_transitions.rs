@@ -1,6 +1,7 @@
 //! Each state transition of the GC protocol (docs/gc.md), one test each, on the embedded
-//! SQLite database and a local folder: fast, and the same SQL PostgreSQL runs (the
-//! interleavings PostgreSQL allows are covered by gc_stress.rs on the real server).
+//! SQLite database and on PostgreSQL (whose mark and sweep run other SQL: a walk over
+//! key hashes, rows found by location), both with a local folder as the bucket. The
+//! interleavings PostgreSQL allows are covered by gc_stress.rs on the real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 use std::time::Duration;
@@ -23,14 +24,17 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+/// A fresh cache: on SQLite without `pg_test`, else in a PostgreSQL database named
+/// after it.
+async fn fixture(pg_test: Option<&'static str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("larder.db").display()
-    ))
-    .await
-    .unwrap();
+    let url = match pg_test {
+        Some(test) => tokio::task::spawn_blocking(move || larder_e2e::postgres::database(test))
+            .await
+            .unwrap(),
+        None => format!("sqlite://{}", dir.path().join("larder.db").display()),
+    };
+    let db = Db::connect(&url).await.unwrap();
     db.migrate().await.unwrap();
     let store = DirStore::open(dir.path().join("objects"), "http://127.0.0.1:1")
         .await
@@ -109,13 +113,29 @@ impl Fixture {
     }
 }
 
+/// Runs the test body `$name(Fixture)` once on SQLite and once on PostgreSQL.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::fixture(None).await).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::fixture(Some(stringify!($name))).await).await
+            }
+        }
+    };
+}
+
 fn closure() -> Vec<ClosureObject> {
     vec![object(ROOT, &[DEP]), object(DEP, &[])]
 }
 
-#[tokio::test]
-async fn commit_makes_objects_references_and_a_root_stamped_with_the_epoch() {
-    let f = fixture().await;
+on_both!(commit_makes_objects_references_and_a_root_stamped_with_the_epoch);
+async fn commit_makes_objects_references_and_a_root_stamped_with_the_epoch(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     assert_eq!(f.row(ROOT).await, Some((1, None)));
     assert_eq!(f.row(DEP).await, Some((1, None)));
@@ -128,9 +148,8 @@ async fn commit_makes_objects_references_and_a_root_stamped_with_the_epoch() {
     assert_eq!(roots, 1);
 }
 
-#[tokio::test]
-async fn mark_takes_only_what_no_live_root_pin_or_session_reaches() {
-    let f = fixture().await;
+on_both!(mark_takes_only_what_no_live_root_pin_or_session_reaches);
+async fn mark_takes_only_what_no_live_root_pin_or_session_reaches(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     f.push(OTHER, &[object(OTHER, &[DEP])], 5000).await;
     let epoch = f.mark(2000, 6000).await;
@@ -147,9 +166,8 @@ async fn mark_takes_only_what_no_live_root_pin_or_session_reaches() {
     assert_eq!(f.row(OTHER).await.unwrap().1, None, "young root is kept");
 }
 
-#[tokio::test]
-async fn objects_touched_in_the_current_epoch_are_not_marked() {
-    let f = fixture().await;
+on_both!(objects_touched_in_the_current_epoch_are_not_marked);
+async fn objects_touched_in_the_current_epoch_are_not_marked(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     let epoch = db::gc::next_epoch(&f.db).await.unwrap();
     // A push in the new epoch relies on DEP without committing yet.
@@ -163,9 +181,8 @@ async fn objects_touched_in_the_current_epoch_are_not_marked() {
     assert_eq!(f.row(ROOT).await.unwrap().1, Some(epoch));
 }
 
-#[tokio::test]
-async fn a_push_distrusts_a_marked_object_and_leaves_its_mark() {
-    let f = fixture().await;
+on_both!(a_push_distrusts_a_marked_object_and_leaves_its_mark);
+async fn a_push_distrusts_a_marked_object_and_leaves_its_mark(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     let epoch = f.mark(2000, 3000).await;
     let (id, needs) = f.start(ROOT, &closure(), 4000).await;
@@ -183,9 +200,8 @@ async fn a_push_distrusts_a_marked_object_and_leaves_its_mark() {
     assert_eq!(f.row(DEP).await.unwrap().1, None);
 }
 
-#[tokio::test]
-async fn sweep_deletes_marked_objects_past_grace_bytes_and_rows() {
-    let f = fixture().await;
+on_both!(sweep_deletes_marked_objects_past_grace_bytes_and_rows);
+async fn sweep_deletes_marked_objects_past_grace_bytes_and_rows(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     f.mark(2000, 3000).await;
     assert_eq!(f.sweep(2999).await, 0, "within the grace period");
@@ -201,9 +217,8 @@ async fn sweep_deletes_marked_objects_past_grace_bytes_and_rows() {
     assert_eq!(refs, 0);
 }
 
-#[tokio::test]
-async fn a_new_root_over_a_marked_object_saves_it() {
-    let f = fixture().await;
+on_both!(a_new_root_over_a_marked_object_saves_it);
+async fn a_new_root_over_a_marked_object_saves_it(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     f.mark(2000, 3000).await;
     f.push(OTHER, &[object(OTHER, &[DEP]), object(DEP, &[])], 3500)
@@ -217,9 +232,8 @@ async fn a_new_root_over_a_marked_object_saves_it() {
     assert_eq!(f.row(DEP).await.unwrap().1, None);
 }
 
-#[tokio::test]
-async fn pins_keep_old_roots_and_refuse_closures_being_collected() {
-    let f = fixture().await;
+on_both!(pins_keep_old_roots_and_refuse_closures_being_collected);
+async fn pins_keep_old_roots_and_refuse_closures_being_collected(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     let missing = "33333333333333333333333333333333.narinfo";
     assert_eq!(
@@ -245,9 +259,8 @@ async fn pins_keep_old_roots_and_refuse_closures_being_collected() {
     ));
 }
 
-#[tokio::test]
-async fn abandoned_sessions_go_and_their_uploads_are_swept() {
-    let f = fixture().await;
+on_both!(abandoned_sessions_go_and_their_uploads_are_swept);
+async fn abandoned_sessions_go_and_their_uploads_are_swept(f: Fixture) {
     f.push(DEP, &[object(DEP, &[])], 1000).await;
     let (_id, needs) = f.start(ROOT, &closure(), 1000).await;
     assert_eq!(needs, vec![ROOT.to_string()]);
@@ -275,9 +288,8 @@ async fn abandoned_sessions_go_and_their_uploads_are_swept() {
     assert!(pending::complete(&f.db, young.0, 9600).await.unwrap());
 }
 
-#[tokio::test]
-async fn runs_are_exclusive_and_a_dry_run_changes_nothing() {
-    let f = fixture().await;
+on_both!(runs_are_exclusive_and_a_dry_run_changes_nothing);
+async fn runs_are_exclusive_and_a_dry_run_changes_nothing(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     let held = RunLock::acquire(&f.db).await.unwrap().unwrap();
     let options = GcOptions {

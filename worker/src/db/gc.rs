@@ -75,23 +75,23 @@ pub async fn mark(
     let mut conn = gc_connection(db).await?;
     let conn: &mut AnyConnection = &mut conn;
     if backend == Backend::Postgres {
-        // The live set and its hash tables fit in memory at a million store paths
-        // (about 200 MB at most, for this session only) instead of spilling to disk.
-        // temp_buffers only takes before the session's first temporary table; a
-        // pooled connection that already had one keeps its setting, which is slower
-        // but as correct.
-        for sql in ["SET work_mem = '64MB'", "SET temp_buffers = '256MB'"] {
+        // The live set's table (1.5 million hashes at a million store paths) and the
+        // anti-join's hash table stay in memory: that memory belongs to one PostgreSQL
+        // backend, for the length of the mark. temp_buffers only takes before the
+        // session's first temporary table (this connection is a fresh one).
+        for sql in ["SET work_mem = '64MB'", "SET temp_buffers = '128MB'"] {
             let _ = sqlx::query(sql).execute(&mut *conn).await;
         }
     }
-    live_set(conn, backend, root_cutoff).await?;
-    // Objects whose keys are not in the live set. Only objects last touched in an older
-    // epoch qualify: a push since the epoch switch stamped what it relies on, and a push
-    // stamping a row while this runs makes PostgreSQL re-check that row.
+    super::gc_live::build(conn, backend, root_cutoff).await?;
+    // Objects whose keys (on PostgreSQL: whose keys' hashes) are not in the live set.
+    // Only objects last touched in an older epoch qualify: a push since the epoch switch
+    // stamped what it relies on, and a push stamping a row while this runs makes
+    // PostgreSQL re-check that row.
     let dead = match backend {
         Backend::Postgres => {
             "marked_epoch IS NULL AND touched_epoch < $1 AND NOT EXISTS (SELECT 1 FROM gc_live l \
-             WHERE l.h = hashtextextended(objects.key, 0) AND l.key = objects.key)"
+             WHERE l.h = hashtextextended(objects.key, 0))"
         }
         Backend::Sqlite => {
             "marked_epoch IS NULL AND touched_epoch < $1 \
@@ -159,95 +159,18 @@ async fn gc_connection(db: &Db) -> Result<PoolConnection<Any>, DbError> {
     Ok(conn)
 }
 
-/// Fills the temporary table `gc_live` with every key reachable from a root pushed
-/// since `root_cutoff`, a pin or a pending session, breadth first.
-///
-/// One statement per level of the reference graph adds the keys the previous level
-/// references that are not live yet; `depth` tells the levels apart. (A recursive query
-/// would keep every visited key in server memory, and PostgreSQL plans its recursive
-/// step blind: at a million store paths it hashed all of `refs` on every level.) On
-/// PostgreSQL each level is read in key order, so its lookups walk `refs`' index
-/// instead of jumping around it, and live keys are indexed by a 64-bit hash first (then
-/// the key itself, so collisions cost nothing but a comparison), which compares faster
-/// than text in the database's collation.
-///
-/// Each statement reads its own snapshot, all taken after the epoch switch. References
-/// and roots are only removed by the collector itself (one run at a time), so later
-/// snapshots can only add keys: whatever a push added meanwhile carries the new epoch
-/// and is spared by the mark anyway (docs/gc.md, rule 3).
-async fn live_set(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    root_cutoff: i64,
-) -> Result<(), DbError> {
-    let (table, seed, step) = match backend {
-        Backend::Postgres => (
-            "CREATE TEMP TABLE gc_live (h BIGINT NOT NULL, key TEXT NOT NULL, \
-             depth BIGINT NOT NULL, PRIMARY KEY (h, key))",
-            "INSERT INTO gc_live (h, key, depth) SELECT hashtextextended(key, 0), key, 0 FROM (\
-             SELECT key FROM closures WHERE updated_at >= $1 \
-             UNION SELECT narinfo_key FROM pins UNION SELECT key FROM pending_objects) roots",
-            "INSERT INTO gc_live (h, key, depth) SELECT hashtextextended(k, 0), k, $2 FROM (\
-             SELECT DISTINCT r.to_key AS k \
-             FROM (SELECT key FROM gc_live WHERE depth = $1 ORDER BY key) l \
-             JOIN refs r ON r.from_key = l.key) level ON CONFLICT (h, key) DO NOTHING",
-        ),
-        Backend::Sqlite => (
-            "CREATE TEMP TABLE gc_live (key TEXT PRIMARY KEY, depth BIGINT NOT NULL)",
-            "INSERT INTO gc_live (key, depth) SELECT key, 0 FROM closures WHERE updated_at >= $1 \
-             UNION SELECT narinfo_key, 0 FROM pins UNION SELECT key, 0 FROM pending_objects",
-            "INSERT INTO gc_live (key, depth) SELECT DISTINCT r.to_key, $2 \
-             FROM gc_live l JOIN refs r ON r.from_key = l.key WHERE l.depth = $1 \
-             ON CONFLICT (key) DO NOTHING",
-        ),
-    };
-    for sql in [
-        "DROP TABLE IF EXISTS gc_live",
-        table,
-        "CREATE INDEX gc_live_depth ON gc_live (depth)",
-    ] {
-        sqlx::query(sql)
-            .execute(&mut *conn)
-            .await
-            .context("create the live set table")?;
-    }
-    // Roots older than the cutoff are already deleted in a real run; a dry run keeps
-    // them, so the cutoff appears here too.
-    sqlx::query(seed)
-        .bind(root_cutoff)
-        .execute(&mut *conn)
-        .await
-        .context("collect roots, pins and pending objects")?;
-    let mut depth: i64 = 0;
-    loop {
-        let added = sqlx::query(step)
-            .bind(depth)
-            .bind(depth + 1)
-            .execute(&mut *conn)
-            .await
-            .context("follow references")?
-            .rows_affected();
-        if added == 0 {
-            break;
-        }
-        depth += 1;
-    }
-    if backend == Backend::Postgres {
-        // Temporary tables get no automatic statistics; the anti-join needs them.
-        sqlx::query("ANALYZE gc_live")
-            .execute(&mut *conn)
-            .await
-            .context("analyze the live set")?;
-    }
-    Ok(())
-}
-
 /// The objects to consider for deletion, gathered once per sweep: every object marked
 /// no later than the grace cutoff, numbered in the order a scan of the table met them
 /// (so batches visit the table's pages in order), in the temporary table `gc_sweep`.
 ///
 /// No index covers the mark columns (so that marking rewrites rows in place), hence the
-/// one full scan; afterwards each batch finds its rows by key.
+/// one full scan. On PostgreSQL the sweep also notes where each candidate's row and
+/// each of its references lie (`ctid`): a batch then reaches its rows page by page
+/// instead of descending the primary keys once per key (at a million store paths,
+/// deleting 4.8 million references one index probe at a time was most of the sweep).
+/// A location is only a way in: every statement that uses one also compares the key, so
+/// a row that moved (an update, or a table rewrite by `VACUUM FULL`) is missed, never
+/// mistaken for another. Why a missed reference cannot happen: docs/gc.md, rule 4.
 #[derive(Debug)]
 pub struct Sweeper {
     conn: PoolConnection<Any>,
@@ -261,25 +184,64 @@ pub struct Sweeper {
 pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
     let backend = db.backend();
     let mut conn = gc_connection(db).await?;
-    let table = match backend {
-        Backend::Postgres => "CREATE TEMP TABLE gc_sweep (n BIGINT PRIMARY KEY, key TEXT NOT NULL)",
-        Backend::Sqlite => "CREATE TEMP TABLE gc_sweep (n INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+    let (setup, fill, finish): (&[&'static str], &'static str, &[&'static str]) = match backend {
+        Backend::Postgres => (
+            &[
+                // The candidates' keys are hashed once to find their references: about
+                // 1.5 million keys at a million store paths, 150 MB of hash table for
+                // this backend while the sweep starts (at 64 MB it spilled 500 MB to
+                // temporary files).
+                "SET work_mem = '128MB'",
+                "DROP TABLE IF EXISTS gc_sweep",
+                "DROP TABLE IF EXISTS gc_sweep_refs",
+                "DROP TABLE IF EXISTS gc_batch",
+                "CREATE TEMP TABLE gc_sweep (n BIGINT NOT NULL, key TEXT NOT NULL, \
+                 tid TID NOT NULL)",
+                // What one batch locked and kept; emptied by its commit (or rollback).
+                "CREATE TEMP TABLE gc_batch (n BIGINT NOT NULL, key TEXT NOT NULL, \
+                 tid TID NOT NULL, size BIGINT NOT NULL) ON COMMIT DELETE ROWS",
+            ],
+            "INSERT INTO gc_sweep (n, key, tid) SELECT ROW_NUMBER() OVER (), key, ctid \
+             FROM objects WHERE marked_epoch IS NOT NULL AND marked_at <= $1",
+            &[
+                "CREATE INDEX gc_sweep_n ON gc_sweep (n)",
+                "ANALYZE gc_sweep",
+                // Every reference from a candidate, found by one hash join over `refs`
+                // (a scan in table order) instead of an index probe per candidate.
+                "CREATE TEMP TABLE gc_sweep_refs AS SELECT s.n, r.ctid AS tid \
+                 FROM refs r JOIN gc_sweep s ON r.from_key = s.key",
+                "CREATE INDEX gc_sweep_refs_n ON gc_sweep_refs (n)",
+                "ANALYZE gc_sweep_refs",
+            ],
+        ),
+        Backend::Sqlite => (
+            &[
+                "DROP TABLE IF EXISTS gc_sweep",
+                "CREATE TEMP TABLE gc_sweep (n INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+            ],
+            "INSERT INTO gc_sweep (n, key) SELECT ROW_NUMBER() OVER (), key FROM objects \
+             WHERE marked_epoch IS NOT NULL AND marked_at <= $1",
+            &[],
+        ),
     };
-    for sql in ["DROP TABLE IF EXISTS gc_sweep", table] {
+    for &sql in setup {
         sqlx::query(sql)
             .execute(&mut *conn)
             .await
-            .context("create the sweep table")?;
+            .context("create the sweep tables")?;
     }
-    let total = sqlx::query(
-        "INSERT INTO gc_sweep (n, key) SELECT ROW_NUMBER() OVER (), key FROM objects \
-         WHERE marked_epoch IS NOT NULL AND marked_at <= $1",
-    )
-    .bind(cutoff)
-    .execute(&mut *conn)
-    .await
-    .context("find objects to sweep")?
-    .rows_affected();
+    let total = sqlx::query(fill)
+        .bind(cutoff)
+        .execute(&mut *conn)
+        .await
+        .context("find objects to sweep")?
+        .rows_affected();
+    for &sql in finish {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .context("find the references of objects to sweep")?;
+    }
     Ok(Sweeper {
         conn,
         backend,
@@ -291,6 +253,20 @@ pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
 
 /// Candidates of a batch: those numbered `$1` to `$2` in `gc_sweep`.
 const BATCH_KEYS: &str = "SELECT key FROM gc_sweep WHERE n >= $1 AND n <= $2";
+
+/// PostgreSQL: locks the candidates numbered `$1` to `$2` that are still marked, past
+/// the cutoff `$3` and not touched since their mark, in key order (the order pushes
+/// lock rows in, so the two cannot deadlock), and keeps them in `gc_batch`. A row that
+/// a push changed while this waited for its lock is re-checked in its new version,
+/// whose location is the one kept.
+const LOCK_BATCH_PG: &str = "WITH locked AS (\
+     SELECT s.n, o.key, o.ctid AS tid, COALESCE(o.file_size, o.nar_size, 0) AS size \
+     FROM gc_sweep s JOIN objects o ON o.ctid = s.tid AND o.key = s.key \
+     WHERE s.n >= $1 AND s.n <= $2 \
+     AND o.marked_epoch IS NOT NULL AND o.marked_at <= $3 \
+     AND o.touched_epoch < o.marked_epoch \
+     ORDER BY o.key FOR UPDATE OF o) \
+     INSERT INTO gc_batch (n, key, tid, size) SELECT n, key, tid, size FROM locked";
 
 impl Sweeper {
     /// How many objects were marked no later than the cutoff when the sweep started.
@@ -308,66 +284,88 @@ impl Sweeper {
         }
         let (first, last) = (self.next, self.next.saturating_add(limit.max(1) - 1));
         self.next = last.saturating_add(1);
+        let backend = self.backend;
         let mut tx = self.conn.begin().await.context("begin a sweep batch")?;
-        if self.backend == Backend::Sqlite {
-            sqlx::query("UPDATE meta SET value = value WHERE name = 'gc_epoch'")
-                .execute(&mut *tx)
-                .await
-                .context("take the SQLite write lock")?;
-        }
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
+        let doomed = match backend {
+            Backend::Postgres => lock_batch_pg(&mut tx, first, last, self.cutoff).await?,
+            Backend::Sqlite => lock_batch_sqlite(&mut tx, first, last, self.cutoff).await?,
         };
-        let sql = format!(
-            "SELECT key, COALESCE(file_size, nar_size, 0) FROM objects \
-             WHERE key IN ({BATCH_KEYS}) \
-             AND marked_epoch IS NOT NULL AND marked_at <= $3 AND touched_epoch < marked_epoch \
-             AND NOT EXISTS (SELECT 1 FROM pending_objects p WHERE p.key = objects.key){lock}"
-        );
-        let mut doomed = sqlx::query(trusted_sql(sql))
-            .bind(first)
-            .bind(last)
-            .bind(self.cutoff)
-            .fetch_all(&mut *tx)
-            .await
-            .context("lock objects to sweep")?
-            .iter()
-            .map(|r| {
-                Ok(Doomed {
-                    key: r.try_get(0)?,
-                    size: r.try_get(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .context("decode objects to sweep")?;
-        if self.backend == Backend::Postgres && !doomed.is_empty() {
-            // A push that started while this batch waited for one of its rows has
-            // committed its pending objects after the statement above took its
-            // snapshot, and locking a row it did not change made PostgreSQL return
-            // that row without re-checking it. Now that every row is locked, a new
-            // snapshot sees every such session; later ones wait for this batch.
-            let pending: std::collections::HashSet<String> = sqlx::query(trusted_sql(format!(
-                "SELECT DISTINCT key FROM pending_objects WHERE key IN ({BATCH_KEYS})"
-            )))
-            .bind(first)
-            .bind(last)
-            .fetch_all(&mut *tx)
-            .await
-            .context("re-check pending sessions")?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()
-            .context("decode pending keys")?;
-            doomed.retain(|d| !pending.contains(&d.key));
-        }
         Ok(Some(SweepBatch {
             tx,
-            backend: self.backend,
+            backend,
+            range: (first, last),
             doomed,
         }))
     }
+}
+
+fn decode_doomed(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Doomed>, DbError> {
+    rows.iter()
+        .map(|r| {
+            Ok(Doomed {
+                key: r.try_get(0)?,
+                size: r.try_get(1)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .context("decode objects to sweep")
+}
+
+async fn lock_batch_pg(
+    tx: &mut Transaction<'_, Any>,
+    first: i64,
+    last: i64,
+    cutoff: i64,
+) -> Result<Vec<Doomed>, DbError> {
+    sqlx::query(LOCK_BATCH_PG)
+        .bind(first)
+        .bind(last)
+        .bind(cutoff)
+        .execute(&mut **tx)
+        .await
+        .context("lock objects to sweep")?;
+    // Pending sessions are looked at only now, with every row of the batch locked, in
+    // a snapshot newer than every lock: it sees each session that started before this
+    // batch (one that locked a row without changing it — it never stamps a marked row —
+    // and committed while this batch waited is invisible to the locking statement's
+    // snapshot, and PostgreSQL does not re-check a row that was only locked); later
+    // sessions wait for this batch.
+    sqlx::query("DELETE FROM gc_batch b USING pending_objects p WHERE p.key = b.key")
+        .execute(&mut **tx)
+        .await
+        .context("re-check pending sessions")?;
+    let rows = sqlx::query("SELECT key, size FROM gc_batch ORDER BY n")
+        .fetch_all(&mut **tx)
+        .await
+        .context("read objects to sweep")?;
+    decode_doomed(&rows)
+}
+
+async fn lock_batch_sqlite(
+    tx: &mut Transaction<'_, Any>,
+    first: i64,
+    last: i64,
+    cutoff: i64,
+) -> Result<Vec<Doomed>, DbError> {
+    // SQLite has one writer: taking the write lock first keeps pushes out of the batch.
+    sqlx::query("UPDATE meta SET value = value WHERE name = 'gc_epoch'")
+        .execute(&mut **tx)
+        .await
+        .context("take the SQLite write lock")?;
+    let sql = format!(
+        "SELECT key, COALESCE(file_size, nar_size, 0) FROM objects \
+         WHERE key IN ({BATCH_KEYS}) \
+         AND marked_epoch IS NOT NULL AND marked_at <= $3 AND touched_epoch < marked_epoch \
+         AND NOT EXISTS (SELECT 1 FROM pending_objects p WHERE p.key = objects.key)"
+    );
+    let rows = sqlx::query(trusted_sql(sql))
+        .bind(first)
+        .bind(last)
+        .bind(cutoff)
+        .fetch_all(&mut **tx)
+        .await
+        .context("lock objects to sweep")?;
+    decode_doomed(&rows)
 }
 
 /// A sweep batch in progress: rows locked and re-checked, waiting for the bucket.
@@ -375,31 +373,19 @@ impl Sweeper {
 pub struct SweepBatch<'c> {
     tx: Transaction<'c, Any>,
     backend: Backend,
+    /// The candidate numbers the batch covers.
+    range: (i64, i64),
     /// The objects confirmed for deletion.
     pub doomed: Vec<Doomed>,
 }
 
 impl SweepBatch<'_> {
-    /// Deletes the rows of `deleted` (those the bucket no longer holds) and commits.
+    /// Deletes the rows of `deleted` (those the bucket no longer holds; a subset of
+    /// [`SweepBatch::doomed`]) and commits.
     pub async fn commit(mut self, deleted: &[String]) -> Result<(), DbError> {
         super::journal::record_sweep(&mut self.tx, deleted, super::now_ms()).await?;
         if self.backend == Backend::Postgres {
-            // The keys travel as one JSON array: PostgreSQL plans a list of thousands of
-            // parameters as a scan of the whole table (at 100,000 store paths every
-            // batch read all of `refs` and `objects`), a set-returning function as a
-            // few rows to look up by index.
-            let keys = serde_json::to_string(deleted).unwrap_or_else(|_| "[]".into());
-            for sql in [
-                "DELETE FROM refs WHERE from_key IN (SELECT json_array_elements_text($1::json))",
-                "DELETE FROM objects WHERE key IN (SELECT json_array_elements_text($1::json))",
-            ] {
-                sqlx::query(sql)
-                    .bind(&keys)
-                    .execute(&mut *self.tx)
-                    .await
-                    .context("delete swept rows")?;
-            }
-            return self.tx.commit().await.context("commit a sweep batch");
+            return self.commit_pg(deleted).await;
         }
         for chunk in deleted.chunks(DELETE_CHUNK) {
             let list = placeholders(1, chunk.len());
@@ -417,6 +403,49 @@ impl SweepBatch<'_> {
                     .context("delete swept rows")?;
             }
         }
+        self.tx.commit().await.context("commit a sweep batch")
+    }
+
+    async fn commit_pg(mut self, deleted: &[String]) -> Result<(), DbError> {
+        if deleted.len() < self.doomed.len() {
+            // The bucket kept some: their rows stay (the keys travel as one JSON array,
+            // which PostgreSQL plans as a few rows to look up).
+            let keep: Vec<&str> = {
+                let gone: std::collections::HashSet<&str> =
+                    deleted.iter().map(String::as_str).collect();
+                self.doomed
+                    .iter()
+                    .map(|d| d.key.as_str())
+                    .filter(|k| !gone.contains(k))
+                    .collect()
+            };
+            let keep = serde_json::to_string(&keep).unwrap_or_else(|_| "[]".into());
+            sqlx::query(
+                "DELETE FROM gc_batch WHERE key IN (SELECT json_array_elements_text($1::json))",
+            )
+            .bind(keep)
+            .execute(&mut *self.tx)
+            .await
+            .context("keep objects the bucket kept")?;
+        }
+        let (first, last) = self.range;
+        // By location, and only where the key still matches a locked object.
+        sqlx::query(
+            "DELETE FROM refs r USING gc_sweep_refs t, gc_batch b \
+             WHERE t.n >= $1 AND t.n <= $2 AND b.n = t.n AND r.ctid = t.tid \
+             AND r.from_key = b.key",
+        )
+        .bind(first)
+        .bind(last)
+        .execute(&mut *self.tx)
+        .await
+        .context("delete swept references")?;
+        sqlx::query(
+            "DELETE FROM objects o USING gc_batch b WHERE o.ctid = b.tid AND o.key = b.key",
+        )
+        .execute(&mut *self.tx)
+        .await
+        .context("delete swept objects")?;
         self.tx.commit().await.context("commit a sweep batch")
     }
 }

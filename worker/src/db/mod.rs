@@ -7,6 +7,7 @@
 pub mod closures;
 pub mod fsck;
 pub mod gc;
+mod gc_live;
 pub mod gc_stats;
 pub mod index_epochs;
 pub mod journal;
