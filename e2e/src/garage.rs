@@ -93,6 +93,17 @@ impl Bucket {
         }
     }
 
+    /// Deletes one object behind any worker's back (as a collection elsewhere would).
+    pub async fn delete(&self, key: &str) {
+        self.client()
+            .delete_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete {key} from {}: {e:?}", self.name));
+    }
+
     /// The keys of every object in the bucket, in key order.
     pub async fn keys(&self) -> Vec<String> {
         self.list()

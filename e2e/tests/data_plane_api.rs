@@ -511,14 +511,7 @@ async fn narinfos_are_answered_from_memory_for_the_cache_ttl_only() {
 
     // Deleted behind the worker's back, as a collection run elsewhere would: still served
     // from memory, validators included, until the TTL runs out.
-    f.bucket
-        .client()
-        .delete_object()
-        .bucket(&f.bucket.name)
-        .key(format!("{HASH}.narinfo"))
-        .send()
-        .await
-        .unwrap();
+    f.bucket.delete(&format!("{HASH}.narinfo")).await;
     let second = get(None).await.unwrap();
     assert_eq!(second.status().as_u16(), 200);
     assert_eq!(second.headers()["etag"].to_str().unwrap(), etag);
@@ -535,14 +528,7 @@ async fn narinfos_are_answered_from_memory_for_the_cache_ttl_only() {
         g.http.get(&url).send().await.unwrap().status().as_u16(),
         200
     );
-    g.bucket
-        .client()
-        .delete_object()
-        .bucket(&g.bucket.name)
-        .key(format!("{HASH}.narinfo"))
-        .send()
-        .await
-        .unwrap();
+    g.bucket.delete(&format!("{HASH}.narinfo")).await;
     assert_eq!(
         g.http.get(&url).send().await.unwrap().status().as_u16(),
         404

@@ -164,16 +164,7 @@ fn files(dir: &Path, prefix: &str) -> BTreeSet<String> {
 
 fn delete_behind_the_caches_back(worker: &Worker, key: &str) {
     match &worker.backend {
-        Backend::Postgres { bucket, .. } => block_on(async {
-            bucket
-                .client()
-                .delete_object()
-                .bucket(&bucket.name)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-        }),
+        Backend::Postgres { bucket, .. } => block_on(bucket.delete(key)),
         Backend::Embedded => {
             std::fs::remove_file(worker.data_dir.join("objects").join(key)).unwrap()
         }
