@@ -9,6 +9,7 @@ pub mod index;
 pub mod nix;
 pub mod push;
 pub mod read;
+pub mod report;
 pub mod server;
 pub mod storage;
 pub mod upload;

@@ -16,6 +16,7 @@ use super::wire::{
 
 use super::retry::{jitter, Decision, Outcome, RetryPolicy};
 use super::PushError;
+use crate::report::error_chain;
 
 /// Longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 500;
@@ -269,16 +270,4 @@ fn with_attempts(error: PushError, attempts: u32) -> PushError {
         },
         other => other,
     }
-}
-
-/// reqwest's error and its causes, which hold the useful part ("connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
