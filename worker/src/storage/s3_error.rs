@@ -80,31 +80,53 @@ where
     let status = response.map(|r| r.status().as_u16());
     let header = response.and_then(|r| r.headers().get("retry-after"));
     let code = err.code();
+    error_of(
+        classify(status, code),
+        op,
+        key,
+        retry_after(header),
+        None,
+        || DisplayErrorContext(&err).to_string(),
+    )
+}
+
+/// The [`StorageError`] of a failed request of operation `op` on `key` classified as
+/// `kind`: `wait` is the store's `Retry-After`, `object_size` what a 416 said of the
+/// object, `detail` the message of the kinds that carry one. Shared by the SDK's requests
+/// and the read proxy's own GETs, so both report a failure alike.
+pub(crate) fn error_of(
+    kind: Kind,
+    op: &'static str,
+    key: &str,
+    wait: Duration,
+    object_size: Option<u64>,
+    detail: impl FnOnce() -> String,
+) -> StorageError {
     let key = key.to_string();
-    match classify(status, code) {
+    match kind {
         Kind::NotFound => StorageError::NotFound { op, key },
         Kind::NotModified => StorageError::NotModified { op, key },
         Kind::PreconditionFailed => StorageError::PreconditionFailed { op, key },
         Kind::Throttled => StorageError::Throttled {
             op,
             key,
-            retry_after: retry_after(header),
+            retry_after: wait,
         },
         Kind::InvalidRange => StorageError::InvalidRange {
             op,
             key,
-            size: None,
+            size: object_size,
         },
         Kind::ChecksumMismatch => StorageError::ChecksumMismatch { op, key },
         Kind::InvalidInput => StorageError::InvalidInput {
             op,
             key,
-            reason: DisplayErrorContext(&err).to_string(),
+            reason: detail(),
         },
         Kind::Other => StorageError::Other {
             op,
             key,
-            message: DisplayErrorContext(&err).to_string(),
+            message: detail(),
         },
     }
 }

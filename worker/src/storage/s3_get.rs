@@ -10,9 +10,10 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::StatusCode;
 
 use super::range::ContentRange;
-use super::s3_error::{classify, retry_after, Kind};
+use super::s3_error::{classify, error_of, retry_after};
 use super::s3_presign::QuickPresigner;
 use super::{ByteRange, Conditions, GetObject, Result, StorageError};
+use crate::report::error_chain;
 
 /// Lifetime of the URLs signed for the worker's own GETs (used at once).
 const GET_URL_TTL: Duration = Duration::from_secs(300);
@@ -130,34 +131,22 @@ async fn failure(op: &'static str, key: &str, response: reqwest::Response) -> St
         read_prefix(response, MAX_ERROR_BODY).await
     };
     let code = xml_element(&body, "Code");
-    let key = key.to_string();
-    match classify(Some(status), code) {
-        Kind::NotFound => StorageError::NotFound { op, key },
-        Kind::NotModified => StorageError::NotModified { op, key },
-        Kind::PreconditionFailed => StorageError::PreconditionFailed { op, key },
-        Kind::Throttled => StorageError::Throttled {
-            op,
-            key,
-            retry_after: wait,
-        },
-        Kind::InvalidRange => StorageError::InvalidRange {
-            op,
-            key,
-            size: object_size,
-        },
-        Kind::ChecksumMismatch => StorageError::ChecksumMismatch { op, key },
-        Kind::InvalidInput | Kind::Other => StorageError::Other {
-            op,
-            key,
-            message: format!(
+    error_of(
+        classify(Some(status), code),
+        op,
+        key,
+        wait,
+        object_size,
+        || {
+            format!(
                 "S3 answered {status}{}{}",
                 code.map(|c| format!(" {c}")).unwrap_or_default(),
                 xml_element(&body, "Message")
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
-            ),
+            )
         },
-    }
+    )
 }
 
 /// At most `max` bytes of a body, lossily as text (an error document, for its code).
@@ -180,18 +169,6 @@ fn xml_element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let start = xml.find(&open)? + open.len();
     let len = xml[start..].find(&format!("</{name}>"))?;
     Some(xml[start..start + len].trim())
-}
-
-/// An error with its causes, as the SDK path reports them.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
