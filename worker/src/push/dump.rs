@@ -45,10 +45,6 @@ pub fn dump_path_listed<W: Write>(
     out: W,
     listing: ListingBuilder,
 ) -> Result<(W, Listing), DumpError> {
-    let nar_err = |p: &Path| {
-        let path = p.to_path_buf();
-        move |source| DumpError::Nar { path, source }
-    };
     let mut walk = Walk {
         nar: NarWriter::new(out).map_err(nar_err(path))?,
         listing,
@@ -56,10 +52,7 @@ pub fn dump_path_listed<W: Write>(
     };
     walk.node(path, None)?;
     let Walk { nar, listing, .. } = walk;
-    let listing = listing.finish().map_err(|source| DumpError::Listing {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let listing = listing.finish().map_err(listing_err(path))?;
     Ok((nar.finish().map_err(nar_err(path))?, listing))
 }
 
@@ -158,12 +151,14 @@ impl<W: Write> Walk<W> {
     }
 
     fn list(&mut self, path: &Path, event: NarEvent) -> Result<(), DumpError> {
-        self.listing
-            .push(event)
-            .map_err(|source| DumpError::Listing {
-                path: path.to_path_buf(),
-                source,
-            })
+        self.listing.push(event).map_err(listing_err(path))
+    }
+}
+
+fn listing_err(path: &Path) -> impl FnOnce(ListingError) -> DumpError + '_ {
+    move |source| DumpError::Listing {
+        path: path.to_path_buf(),
+        source,
     }
 }
 

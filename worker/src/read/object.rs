@@ -96,8 +96,7 @@ async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Res
         if crate::storage::not_modified(&conditions, hit.etag.as_deref(), hit.last_modified) {
             return Ok(not_modified(kind));
         }
-        let mut headers = HeaderMap::new();
-        validators(&mut headers, kind, hit.etag.as_deref(), hit.last_modified);
+        let headers = validators(kind, hit.etag.as_deref(), hit.last_modified);
         return Ok((StatusCode::OK, headers, hit.body).into_response());
     }
     let object = match state.storage().get(key, None, &conditions).await {
@@ -110,13 +109,7 @@ async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Res
         // Some other encoding: passed on as stored, not cached.
         Some(_) => return Ok(stream(kind, object)),
     };
-    let mut headers = HeaderMap::new();
-    validators(
-        &mut headers,
-        kind,
-        object.etag.as_deref(),
-        object.last_modified,
-    );
+    let headers = validators(kind, object.etag.as_deref(), object.last_modified);
     let (etag, last_modified) = (object.etag.clone(), object.last_modified);
     let stored = read_bounded(object).await?;
     let body =
@@ -170,20 +163,22 @@ fn not_modified(kind: ObjectType) -> Response {
     response
 }
 
+/// The headers every answer with a body has: type, caching, and the object's validators.
 fn validators(
-    h: &mut HeaderMap,
     kind: ObjectType,
     etag: Option<&str>,
     last_modified: Option<std::time::SystemTime>,
-) {
-    set(h, header::CONTENT_TYPE, content_type(kind));
-    set(h, header::CACHE_CONTROL, cache_control(kind));
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    set(&mut h, header::CONTENT_TYPE, content_type(kind));
+    set(&mut h, header::CACHE_CONTROL, cache_control(kind));
     if let Some(etag) = etag {
-        set(h, header::ETAG, etag);
+        set(&mut h, header::ETAG, etag);
     }
     if let Some(modified) = last_modified {
-        set(h, header::LAST_MODIFIED, &http_date(modified));
+        set(&mut h, header::LAST_MODIFIED, &http_date(modified));
     }
+    h
 }
 
 fn stream(kind: ObjectType, object: GetObject) -> Response {
@@ -192,13 +187,7 @@ fn stream(kind: ObjectType, object: GetObject) -> Response {
     } else {
         StatusCode::OK
     };
-    let mut headers = HeaderMap::new();
-    validators(
-        &mut headers,
-        kind,
-        object.etag.as_deref(),
-        object.last_modified,
-    );
+    let mut headers = validators(kind, object.etag.as_deref(), object.last_modified);
     set(&mut headers, header::ACCEPT_RANGES, "bytes");
     set(
         &mut headers,
