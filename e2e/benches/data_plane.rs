@@ -764,6 +764,29 @@ fn narinfo_text(hash: &str, nar_hash: &str) -> String {
     )
 }
 
+/// The p50 and p95 rows of a latency comparison against the ≤ 1.2× target.
+fn latency_rows(what: &str, proxy: &[f64], direct: &[f64]) {
+    let (p50, p95) = stats(proxy);
+    let (d50, d95) = stats(direct);
+    for (q, p, d) in [("p50", p50, d50), ("p95", p95, d95)] {
+        println!(
+            "| {what} {q} | {p:.2} ms | {d:.2} ms | {:.2}× | ≤ 1.2× | {} |",
+            p / d,
+            met(p / d <= 1.2)
+        );
+    }
+}
+
+/// Stores a zstd-compressed narinfo for a random path, as a push would; returns its key.
+async fn put_narinfo(bucket: &Bucket) -> String {
+    let hash = random_base32(32);
+    let text = narinfo_text(&hash, &random_sha256());
+    let compressed = zstd::stream::encode_all(text.as_bytes(), 3).unwrap();
+    let key = format!("{hash}.narinfo");
+    put(bucket, &key, compressed, Some("zstd")).await;
+    key
+}
+
 async fn put(bucket: &Bucket, key: &str, body: Vec<u8>, encoding: Option<&str>) {
     bucket
         .client()
@@ -826,24 +849,15 @@ fn bench_read() {
         &[],
     );
     let rt = runtime();
-    let hash = random_base32(32);
-    let nar_hash = random_sha256();
-    let narinfo_key = format!("{hash}.narinfo");
-    let nar_key = format!("nar/{nar_hash}.nar.zst");
+    let nar_key = format!("nar/{}.nar.zst", random_sha256());
     // Distinct narinfos, each read once through each side: what a client's first look
     // at a path costs, before the worker has it in memory.
     let cold = gets.min(1000);
-    let (narinfo_direct, nar_direct, cold_keys) = rt.block_on(async {
-        let text = narinfo_text(&hash, &nar_hash);
-        let compressed = zstd::stream::encode_all(text.as_bytes(), 3).unwrap();
-        put(&bucket, &narinfo_key, compressed, Some("zstd")).await;
+    let (narinfo_key, narinfo_direct, nar_direct, cold_keys) = rt.block_on(async {
+        let narinfo_key = put_narinfo(&bucket).await;
         let mut cold_keys = Vec::new();
         for _ in 0..cold {
-            let (h, n) = (random_base32(32), random_sha256());
-            let text = narinfo_text(&h, &n);
-            let compressed = zstd::stream::encode_all(text.as_bytes(), 3).unwrap();
-            let key = format!("{h}.narinfo");
-            put(&bucket, &key, compressed, Some("zstd")).await;
+            let key = put_narinfo(&bucket).await;
             let direct = presigned_get(&bucket, &key).await;
             cold_keys.push((key, direct));
         }
@@ -851,6 +865,7 @@ fn bench_read() {
         getrandom::fill(&mut nar).unwrap();
         put(&bucket, &nar_key, nar, None).await;
         (
+            narinfo_key.clone(),
             presigned_get(&bucket, &narinfo_key).await,
             presigned_get(&bucket, &nar_key).await,
             cold_keys,
@@ -921,35 +936,17 @@ fn bench_read() {
             }
         }
     });
-    let (pp50, pp95) = stats(&lat_proxy);
-    let (dp50, dp95) = stats(&lat_direct);
     let (tpm, _) = stats(&tp_proxy);
     let (tdm, _) = stats(&tp_direct);
     println!("NAR proxy MiB/s:  {}", fmt_list(&tp_proxy, ""));
     println!("NAR direct MiB/s: {}", fmt_list(&tp_direct, ""));
     println!("| read | proxy | direct Garage | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
-    println!(
-        "| narinfo repeated p50 | {pp50:.2} ms | {dp50:.2} ms | {:.2}× | ≤ 1.2× | {} |",
-        pp50 / dp50,
-        met(pp50 / dp50 <= 1.2)
-    );
-    println!(
-        "| narinfo repeated p95 | {pp95:.2} ms | {dp95:.2} ms | {:.2}× | ≤ 1.2× | {} |",
-        pp95 / dp95,
-        met(pp95 / dp95 <= 1.2)
-    );
-    let (cp50, cp95) = stats(&cold_proxy);
-    let (cd50, cd95) = stats(&cold_direct);
-    println!(
-        "| narinfo first read ({cold} distinct) p50 | {cp50:.2} ms | {cd50:.2} ms | {:.2}× | ≤ 1.2× | {} |",
-        cp50 / cd50,
-        met(cp50 / cd50 <= 1.2)
-    );
-    println!(
-        "| narinfo first read ({cold} distinct) p95 | {cp95:.2} ms | {cd95:.2} ms | {:.2}× | ≤ 1.2× | {} |",
-        cp95 / cd95,
-        met(cp95 / cd95 <= 1.2)
+    latency_rows("narinfo repeated", &lat_proxy, &lat_direct);
+    latency_rows(
+        &format!("narinfo first read ({cold} distinct)"),
+        &cold_proxy,
+        &cold_direct,
     );
     println!(
         "| {nar_mib} MiB NAR (median of {nar_runs}) | {tpm:.0} MiB/s | {tdm:.0} MiB/s | {:.2}× | ≥ 0.8× | {} |",
