@@ -193,8 +193,17 @@ async fn stress(seed: u64, steps: usize) {
         } else if roll < 87 && held.is_some() {
             action = "sweep";
             if let Some((lock, mut summary)) = held.take() {
-                larder_worker::gc::sweep(&cache.db, &cache.storage, now_ms(), &mut summary)
-                    .await
+                // Small batches, so that the sweep's lanes interleave with each other
+                // and with the pushes.
+                let batch = 1 + rng.below(8) as i64;
+                larder_worker::gc::sweep_in_batches(
+                    &cache.db,
+                    &cache.storage,
+                    now_ms(),
+                    batch,
+                    &mut summary,
+                )
+                .await
                     .unwrap_or_else(|e| panic!("step {step}: sweep failed: {e}"));
                 lock.release().await.unwrap();
                 tally.sweeps += 1;

@@ -320,3 +320,50 @@ async fn runs_are_exclusive_and_a_dry_run_changes_nothing(f: Fixture) {
     let stats = db::gc_stats::read(&f.db).await.unwrap();
     assert_eq!((stats.runs_succeeded, stats.objects_deleted), (1, 2));
 }
+
+on_both!(a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live);
+async fn a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live(f: Fixture) {
+    // 40 dead closures of two objects each and one live one; batches of 3 spread the 80
+    // candidates over many batches (and on PostgreSQL over both sweep lanes).
+    let dead: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("{i:032}.narinfo"), format!("nar/{i:052}.nar.zst")))
+        .collect();
+    for (narinfo, nar) in &dead {
+        f.push(narinfo, &[object(narinfo, &[nar]), object(nar, &[])], 1000)
+            .await;
+    }
+    f.push(OTHER, &[object(OTHER, &[DEP]), object(DEP, &[])], 5000)
+        .await;
+    f.mark(2000, 6000).await;
+    let mut summary = gc::GcSummary::default();
+    gc::sweep_in_batches(&f.db, &f.storage, 6000, 3, &mut summary)
+        .await
+        .unwrap();
+    assert_eq!((summary.objects_deleted, summary.bytes_deleted), (80, 320));
+    assert_eq!(summary.failures, 0);
+    for (narinfo, nar) in &dead {
+        assert_eq!(f.row(narinfo).await, None);
+        assert!(!f.in_bucket(nar).await);
+    }
+    for key in [OTHER, DEP] {
+        assert!(f.row(key).await.is_some() && f.in_bucket(key).await);
+    }
+    let refs: i64 = sqlx::query("SELECT COUNT(*) FROM refs")
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refs, 1, "only the live closure's reference is left");
+    // The sweep's shared tables are gone with it.
+    assert_eq!(f.sweep(6000).await, 0);
+    if f.db.backend() == db::Backend::Postgres {
+        let left: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM pg_class WHERE relname IN ('gc_sweep', 'gc_sweep_refs')",
+        )
+        .fetch_one(f.db.pool())
+        .await
+        .unwrap()
+        .get(0);
+        assert_eq!(left, 0);
+    }
+}

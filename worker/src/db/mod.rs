@@ -8,6 +8,7 @@ pub mod closures;
 pub mod fsck;
 pub mod gc;
 mod gc_live;
+mod gc_sweep;
 pub mod gc_stats;
 pub mod index_epochs;
 pub mod journal;

@@ -21,6 +21,9 @@ const SWEEP_BATCH: i64 = 10_000;
 const BUCKET_BATCH: usize = 1000;
 /// Bucket requests in flight at once during a sweep batch.
 const BUCKET_REQUESTS: usize = 4;
+/// Database connections that sweep at once on PostgreSQL: while one waits for the
+/// bucket, the other works, and the database gets a second core.
+const SWEEP_LANES: usize = 2;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -60,7 +63,8 @@ pub struct GcSummary {
     pub mark_ms: u64,
     /// Of which the sweep, bucket deletes included.
     pub sweep_ms: u64,
-    /// Of which the sweep's bucket deletes.
+    /// The sweep's bucket deletes, summed over its lanes (which run at once, so this
+    /// can exceed `sweep_ms`).
     pub bucket_ms: u64,
 }
 
@@ -163,15 +167,72 @@ pub async fn mark_phase(
 }
 
 /// The second half of a run: deletes marked objects past grace (`marked_at <= cutoff`),
-/// batch by batch, bytes before rows, re-checking each under its row lock.
+/// batch by batch, bytes before rows, re-checking each under its row lock. On
+/// PostgreSQL [`SWEEP_LANES`] connections take batches at once.
 pub async fn sweep(
     db: &Db,
     storage: &Storage,
     cutoff: i64,
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
-    let mut sweeper = db::gc::start_sweep(db, cutoff).await?;
-    while let Some(batch) = sweeper.next_batch(SWEEP_BATCH).await? {
+    sweep_in_batches(db, storage, cutoff, SWEEP_BATCH, summary).await
+}
+
+/// [`sweep`] with batches of at most `batch` objects (tests use small ones, so that
+/// lanes interleave).
+pub async fn sweep_in_batches(
+    db: &Db,
+    storage: &Storage,
+    cutoff: i64,
+    batch: i64,
+    summary: &mut GcSummary,
+) -> Result<(), GcError> {
+    let first = db::gc::start_sweep(db, cutoff).await?;
+    let mut others = Vec::new();
+    for _ in 1..SWEEP_LANES {
+        match first.lane(db).await? {
+            Some(lane) => others.push(lane),
+            None => break,
+        }
+    }
+    let (first, tallies) = futures::try_join!(
+        sweep_lane(first, storage, batch),
+        futures::future::try_join_all(others.into_iter().map(|l| sweep_lane(l, storage, batch))),
+    )?;
+    for (_, tally) in &tallies {
+        tally.add_to(summary);
+    }
+    first.1.add_to(summary);
+    first.0.finish().await?;
+    Ok(())
+}
+
+/// What one sweep lane deleted and how long it waited for the bucket.
+#[derive(Debug, Default)]
+struct Tally {
+    deleted: u64,
+    bytes: i64,
+    failures: u64,
+    bucket_ms: u64,
+}
+
+impl Tally {
+    fn add_to(&self, summary: &mut GcSummary) {
+        summary.objects_deleted += self.deleted;
+        summary.bytes_deleted += self.bytes;
+        summary.failures += self.failures;
+        summary.bucket_ms += self.bucket_ms;
+    }
+}
+
+/// Takes batches on one lane until none are left: locks, bucket deletes, row deletes.
+async fn sweep_lane(
+    mut lane: db::gc::Sweeper,
+    storage: &Storage,
+    limit: i64,
+) -> Result<(db::gc::Sweeper, Tally), GcError> {
+    let mut tally = Tally::default();
+    while let Some(batch) = lane.next_batch(limit).await? {
         let doomed: Vec<String> = batch.doomed.iter().map(|d| d.key.clone()).collect();
         let bucket_started = Instant::now();
         // The bucket takes at most 1000 keys a request; a few requests at a time hide
@@ -184,16 +245,16 @@ pub async fn sweep(
             .buffer_unordered(BUCKET_REQUESTS)
             .try_collect()
             .await?;
-        summary.bucket_ms += elapsed_ms(bucket_started);
+        tally.bucket_ms += elapsed_ms(bucket_started);
         let failed: HashSet<&str> = failed.iter().flatten().map(|f| f.key.as_str()).collect();
         let deleted: Vec<String> = doomed
             .iter()
             .filter(|k| !failed.contains(k.as_str()))
             .cloned()
             .collect();
-        summary.failures += failed.len() as u64;
-        summary.objects_deleted += deleted.len() as u64;
-        summary.bytes_deleted += batch
+        tally.failures += failed.len() as u64;
+        tally.deleted += deleted.len() as u64;
+        tally.bytes += batch
             .doomed
             .iter()
             .filter(|d| !failed.contains(d.key.as_str()))
@@ -201,5 +262,5 @@ pub async fn sweep(
             .sum::<i64>();
         batch.commit(&deleted).await?;
     }
-    Ok(())
+    Ok((lane, tally))
 }
