@@ -204,7 +204,7 @@ async fn stress(seed: u64, steps: usize) {
                     &mut summary,
                 )
                 .await
-                    .unwrap_or_else(|e| panic!("step {step}: sweep failed: {e}"));
+                .unwrap_or_else(|e| panic!("step {step}: sweep failed: {e}"));
                 lock.release().await.unwrap();
                 tally.sweeps += 1;
             }

@@ -68,20 +68,47 @@ pub async fn mark(
     let mut conn = gc_connection(db).await?;
     let conn: &mut AnyConnection = &mut conn;
     if backend == Backend::Postgres {
-        // The live set's table (1.5 million hashes at a million store paths) and the
-        // anti-join's hash table stay in memory: that memory belongs to one PostgreSQL
-        // backend, for the length of the mark. temp_buffers only takes before the
-        // session's first temporary table (this connection is a fresh one).
-        for sql in ["SET work_mem = '64MB'", "SET temp_buffers = '128MB'"] {
-            let _ = sqlx::query(sql).execute(&mut *conn).await;
-        }
+        // The anti-join's hash table of the live set (1.5 million hashes at a million
+        // store paths) stays in memory: that memory belongs to one PostgreSQL backend
+        // per lane, for the length of the mark.
+        let _ = sqlx::query("SET work_mem = '64MB'")
+            .execute(&mut *conn)
+            .await;
     }
     super::gc_live::build(conn, backend, root_cutoff).await?;
-    // Objects whose keys (on PostgreSQL: whose keys' hashes) are not in the live set.
-    // Only objects last touched in an older epoch qualify: a push since the epoch switch
-    // stamped what it relies on, and a push stamping a row while this runs makes
-    // PostgreSQL re-check that row.
-    let dead = match backend {
+    let started = std::time::Instant::now();
+    let counted = if backend == Backend::Postgres && !dry_run {
+        mark_in_lanes(db, conn, epoch, now).await
+    } else {
+        mark_on(conn, backend, epoch, now, dry_run).await
+    };
+    if backend == Backend::Postgres {
+        // Dropped even when marking failed; a crash leaves it to the next mark.
+        sqlx::query("DROP TABLE IF EXISTS gc_live")
+            .execute(&mut *conn)
+            .await
+            .context("drop the live set")?;
+    }
+    let counted = counted?;
+    tracing::debug!(
+        marked = counted.0,
+        ms = super::gc_live::ms_since(started),
+        "gc mark: marked"
+    );
+    Ok((u64::try_from(counted.0).unwrap_or(0), counted.1))
+}
+
+/// Connections that mark or sweep at once on PostgreSQL: the database gets a second
+/// core, and during the sweep one lane works in the database while another waits for
+/// the bucket.
+pub const LANES: usize = 2;
+
+/// Objects whose keys (on PostgreSQL: whose keys' hashes) are not in the live set.
+/// Only objects last touched in an older epoch (`$1`) qualify: a push since the epoch
+/// switch stamped what it relies on, and a push stamping a row while this runs makes
+/// PostgreSQL re-check that row.
+fn dead(backend: Backend) -> &'static str {
+    match backend {
         Backend::Postgres => {
             "marked_epoch IS NULL AND touched_epoch < $1 AND NOT EXISTS (SELECT 1 FROM gc_live l \
              WHERE l.h = hashtextextended(objects.key, 0))"
@@ -90,8 +117,107 @@ pub async fn mark(
             "marked_epoch IS NULL AND touched_epoch < $1 \
              AND NOT EXISTS (SELECT 1 FROM gc_live l WHERE l.key = objects.key)"
         }
+    }
+}
+
+/// The stored size of an object, as the mark and sweep count it.
+const SIZE: &str = "COALESCE(file_size, nar_size, 0)";
+
+/// PostgreSQL: marks in [`LANES`] statements at once, each over its own range of the
+/// table's pages (a TID range scan), on `conn` and on connections of their own. Each
+/// statement takes its own snapshot after the epoch switch, which rule 3 allows (a
+/// later snapshot only adds live objects, and rows a push stamps meanwhile no longer
+/// qualify). Returns the count and bytes marked.
+async fn mark_in_lanes(
+    db: &Db,
+    conn: &mut AnyConnection,
+    epoch: i64,
+    now: i64,
+) -> Result<(i64, i64), DbError> {
+    let pages: i64 = sqlx::query(
+        "SELECT CAST(pg_relation_size('objects') / current_setting('block_size')::int AS BIGINT)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|r| r.try_get(0))
+    .context("measure the objects table")?;
+    let lanes = i64::try_from(LANES).unwrap_or(1);
+    let step = pages / lanes + 1;
+    // Lane i marks pages [i*step, (i+1)*step); the last lane has no end, for rows added
+    // past the table's end since it was measured (which a push stamped: none qualify).
+    let bounds: Vec<(String, Option<String>)> = (0..lanes)
+        .map(|i| {
+            let end = (i + 1 < lanes).then(|| format!("({},0)", (i + 1) * step));
+            (format!("({},0)", i * step), end)
+        })
+        .collect();
+    let mut others = Vec::new();
+    for _ in 1..LANES {
+        let mut other = gc_connection(db).await?;
+        let _ = sqlx::query("SET work_mem = '64MB'")
+            .execute(&mut *other)
+            .await;
+        others.push(other);
+    }
+    let mut conns: Vec<&mut AnyConnection> = vec![conn];
+    conns.extend(others.iter_mut().map(|c| &mut **c));
+    let marks = conns
+        .into_iter()
+        .zip(&bounds)
+        .map(|(c, (from, to))| mark_range(c, epoch, now, from, to.as_deref()));
+    let counts = futures::future::try_join_all(marks).await?;
+    Ok(counts
+        .into_iter()
+        .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2)))
+}
+
+/// PostgreSQL: marks what is dead among rows located from `from` up to (not including)
+/// `to`. One pass: the update reports the sizes of what it marked. No index covers the
+/// mark columns (migration 0003), so with room on the page (the table's fill factor)
+/// PostgreSQL rewrites each row in place instead of adding index entries.
+async fn mark_range(
+    conn: &mut AnyConnection,
+    epoch: i64,
+    now: i64,
+    from: &str,
+    to: Option<&str>,
+) -> Result<(i64, i64), DbError> {
+    let upper = if to.is_some() {
+        " AND ctid < CAST($4 AS tid)"
+    } else {
+        ""
     };
-    const SIZE: &str = "COALESCE(file_size, nar_size, 0)";
+    let dead = dead(Backend::Postgres);
+    let sql = format!(
+        "WITH marked AS (UPDATE objects SET marked_epoch = $1, marked_at = $2 \
+         WHERE ctid >= CAST($3 AS tid){upper} AND {dead} RETURNING {SIZE} AS size) \
+         SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM marked"
+    );
+    let mut query = sqlx::query(trusted_sql(sql))
+        .bind(epoch)
+        .bind(now)
+        .bind(from);
+    if let Some(to) = to {
+        query = query.bind(to);
+    }
+    let row = query
+        .fetch_one(&mut *conn)
+        .await
+        .context("mark unreachable objects")?;
+    let count: i64 = row.try_get(0).context("decode count")?;
+    let bytes: i64 = row.try_get(1).context("decode bytes")?;
+    Ok((count, bytes))
+}
+
+/// Marks (or with `dry_run` only counts) on one connection: SQLite, and dry runs.
+async fn mark_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    epoch: i64,
+    now: i64,
+    dry_run: bool,
+) -> Result<(i64, i64), DbError> {
+    let dead = dead(backend);
     let counted = if dry_run {
         sqlx::query(trusted_sql(format!(
             "SELECT COUNT(*), CAST(COALESCE(SUM({SIZE}), 0) AS BIGINT) FROM objects WHERE {dead}"
@@ -100,20 +226,6 @@ pub async fn mark(
         .fetch_one(&mut *conn)
         .await
         .context("count unreachable objects")?
-    } else if backend == Backend::Postgres {
-        // One pass: the update reports the sizes of what it marked. No index covers the
-        // mark columns (migration 0003), so with room on the page (the table's fill
-        // factor) PostgreSQL rewrites each row in place instead of adding index entries.
-        sqlx::query(trusted_sql(format!(
-            "WITH marked AS (UPDATE objects SET marked_epoch = $1, marked_at = $2 \
-             WHERE {dead} RETURNING {SIZE} AS size) \
-             SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM marked"
-        )))
-        .bind(epoch)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await
-        .context("mark unreachable objects")?
     } else {
         // SQLite has no UPDATE in a WITH clause. It has one writer at a time and
         // `epoch` is new, so the rows marked with it are exactly these.
@@ -136,7 +248,7 @@ pub async fn mark(
     };
     let count: i64 = counted.try_get(0).context("decode count")?;
     let bytes: i64 = counted.try_get(1).context("decode bytes")?;
-    Ok((u64::try_from(count).unwrap_or(0), bytes))
+    Ok((count, bytes))
 }
 
 /// A connection of its own for work that keeps temporary tables across statements.
@@ -151,4 +263,3 @@ pub(crate) async fn gc_connection(db: &Db) -> Result<PoolConnection<Any>, DbErro
     conn.close_on_drop();
     Ok(conn)
 }
-

@@ -1,6 +1,6 @@
 //! The live set of a GC mark: everything reachable from a root pushed since the cutoff,
-//! a pin or a pending session, left in the temporary table `gc_live` of the mark's
-//! connection. Why this is safe against concurrent pushes: docs/gc.md, rule 3.
+//! a pin or a pending session, left in the table `gc_live` (see [`build`]). Why this is
+//! safe against concurrent pushes: docs/gc.md, rule 3.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -16,8 +16,9 @@ use super::{trusted_sql, Backend, DbError, QueryContext};
 const ROOTS: &str = "SELECT key FROM closures WHERE updated_at >= $1 \
                      UNION SELECT narinfo_key FROM pins UNION SELECT key FROM pending_objects";
 
-/// Fills `gc_live`. On PostgreSQL it holds the 64-bit hashes of live keys
-/// (`hashtextextended(key, 0)`, column `h`); on SQLite the keys themselves (`key`).
+/// Fills `gc_live`. On PostgreSQL it is an unlogged table of the 64-bit hashes of live
+/// keys (`hashtextextended(key, 0)`, column `h`); on SQLite a temporary table of the
+/// mark's connection holding the keys themselves (`key`).
 pub(crate) async fn build(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -79,6 +80,7 @@ async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), 
     .await
     .and_then(|r| r.try_get(0))
     .context("estimate the number of references")?;
+    let started = std::time::Instant::now();
     let mut edges: Vec<(i64, i64)> = Vec::with_capacity((estimate * 1.02) as usize + 1024);
     {
         let mut rows = sqlx::query(
@@ -91,6 +93,11 @@ async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), 
             edges.push((from, to));
         }
     }
+    tracing::debug!(
+        references = edges.len(),
+        ms = ms_since(started),
+        "gc mark: read the references"
+    );
     edges.sort_unstable();
 
     let roots: Vec<i64> = sqlx::query(trusted_sql(format!(
@@ -123,10 +130,18 @@ async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), 
         frontier = next;
     }
     drop(edges);
+    tracing::debug!(
+        live = live.len(),
+        ms = ms_since(started),
+        "gc mark: walked the live set"
+    );
 
+    // Unlogged, not temporary: every connection of the marking `UPDATE` reads it. The
+    // run lock keeps other runs out; the mark drops it, and the next drops what a
+    // crashed one left.
     for sql in [
         "DROP TABLE IF EXISTS gc_live",
-        "CREATE TEMP TABLE gc_live (h BIGINT NOT NULL)",
+        "CREATE UNLOGGED TABLE gc_live (h BIGINT NOT NULL) WITH (autovacuum_enabled = false)",
     ] {
         sqlx::query(sql)
             .execute(&mut *conn)
@@ -149,12 +164,18 @@ async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), 
         .await
         .context("write the live set")?;
     }
-    // Temporary tables get no automatic statistics; the anti-join needs them.
+    // The table gets no automatic statistics; the anti-join needs them.
     sqlx::query("ANALYZE gc_live")
         .execute(&mut *conn)
         .await
         .context("analyze the live set")?;
+    tracing::debug!(ms = ms_since(started), "gc mark: wrote the live set");
     Ok(())
+}
+
+/// Milliseconds since `t`, for the collector's step timings.
+pub(crate) fn ms_since(t: std::time::Instant) -> u128 {
+    t.elapsed().as_millis()
 }
 
 /// SQLite: one statement per level of the reference graph adds the keys the previous

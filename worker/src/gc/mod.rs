@@ -21,9 +21,6 @@ const SWEEP_BATCH: i64 = 10_000;
 const BUCKET_BATCH: usize = 1000;
 /// Bucket requests in flight at once during a sweep batch.
 const BUCKET_REQUESTS: usize = 4;
-/// Database connections that sweep at once on PostgreSQL: while one waits for the
-/// bucket, the other works, and the database gets a second core.
-const SWEEP_LANES: usize = 2;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -168,7 +165,7 @@ pub async fn mark_phase(
 
 /// The second half of a run: deletes marked objects past grace (`marked_at <= cutoff`),
 /// batch by batch, bytes before rows, re-checking each under its row lock. On
-/// PostgreSQL [`SWEEP_LANES`] connections take batches at once.
+/// PostgreSQL [`db::gc::LANES`] connections take batches at once.
 pub async fn sweep(
     db: &Db,
     storage: &Storage,
@@ -189,7 +186,7 @@ pub async fn sweep_in_batches(
 ) -> Result<(), GcError> {
     let first = db::gc::start_sweep(db, cutoff).await?;
     let mut others = Vec::new();
-    for _ in 1..SWEEP_LANES {
+    for _ in 1..db::gc::LANES {
         match first.lane(db).await? {
             Some(lane) => others.push(lane),
             None => break,
