@@ -94,14 +94,15 @@ impl Fixture {
         self.storage.head(key).await.unwrap().is_some()
     }
 
-    /// Expire roots pushed before `cutoff` and mark, as a run's first half would.
-    async fn mark(&self, cutoff: i64, now: i64) -> i64 {
+    /// Expire roots pushed before `cutoff` and mark, as a run's first half would;
+    /// returns the epoch and how many objects were marked.
+    async fn mark(&self, cutoff: i64, now: i64) -> (i64, u64) {
         db::gc::expire_roots(&self.db, cutoff, false).await.unwrap();
         let epoch = db::gc::next_epoch(&self.db).await.unwrap();
-        db::gc::mark(&self.db, epoch, cutoff, now, false)
+        let (marked, _) = db::gc::mark(&self.db, epoch, cutoff, now, false)
             .await
             .unwrap();
-        epoch
+        (epoch, marked)
     }
 
     async fn sweep(&self, cutoff: i64) -> u64 {
@@ -152,7 +153,7 @@ on_both!(mark_takes_only_what_no_live_root_pin_or_session_reaches);
 async fn mark_takes_only_what_no_live_root_pin_or_session_reaches(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
     f.push(OTHER, &[object(OTHER, &[DEP])], 5000).await;
-    let epoch = f.mark(2000, 6000).await;
+    let (epoch, _) = f.mark(2000, 6000).await;
     assert_eq!(
         f.row(ROOT).await,
         Some((1, Some(epoch))),
@@ -184,7 +185,7 @@ async fn objects_touched_in_the_current_epoch_are_not_marked(f: Fixture) {
 on_both!(a_push_distrusts_a_marked_object_and_leaves_its_mark);
 async fn a_push_distrusts_a_marked_object_and_leaves_its_mark(f: Fixture) {
     f.push(ROOT, &closure(), 1000).await;
-    let epoch = f.mark(2000, 3000).await;
+    let (epoch, _) = f.mark(2000, 3000).await;
     let (id, needs) = f.start(ROOT, &closure(), 4000).await;
     assert_eq!(needs, vec![ROOT.to_string(), DEP.to_string()]);
     assert_eq!(
@@ -323,9 +324,10 @@ async fn runs_are_exclusive_and_a_dry_run_changes_nothing(f: Fixture) {
 
 on_both!(a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live);
 async fn a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live(f: Fixture) {
-    // 40 dead closures of two objects each and one live one; batches of 3 spread the 80
-    // candidates over many batches (and on PostgreSQL over both sweep lanes).
-    let dead: Vec<(String, String)> = (0..40)
+    // 300 dead closures of two objects each and one live one: the tables span several
+    // pages, so on PostgreSQL each lane marks and gathers its own range of them, and
+    // batches of 7 spread the 600 candidates over both sweep lanes.
+    let dead: Vec<(String, String)> = (0..300)
         .map(|i| (format!("{i:032}.narinfo"), format!("nar/{i:052}.nar.zst")))
         .collect();
     for (narinfo, nar) in &dead {
@@ -334,12 +336,27 @@ async fn a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live
     }
     f.push(OTHER, &[object(OTHER, &[DEP]), object(DEP, &[])], 5000)
         .await;
-    f.mark(2000, 6000).await;
+    if f.db.backend() == db::Backend::Postgres {
+        for table in ["objects", "refs"] {
+            let pages: i64 =
+                sqlx::query("SELECT CAST(pg_relation_size(CAST($1 AS regclass)) / 8192 AS BIGINT)")
+                    .bind(table)
+                    .fetch_one(f.db.pool())
+                    .await
+                    .unwrap()
+                    .get(0);
+            assert!(pages >= 4, "{table} spans {pages} pages");
+        }
+    }
+    assert_eq!(f.mark(2000, 6000).await.1, 600);
     let mut summary = gc::GcSummary::default();
-    gc::sweep_in_batches(&f.db, &f.storage, 6000, 3, &mut summary)
+    gc::sweep_in_batches(&f.db, &f.storage, 6000, 7, &mut summary)
         .await
         .unwrap();
-    assert_eq!((summary.objects_deleted, summary.bytes_deleted), (80, 320));
+    assert_eq!(
+        (summary.objects_deleted, summary.bytes_deleted),
+        (600, 2400)
+    );
     assert_eq!(summary.failures, 0);
     for (narinfo, nar) in &dead {
         assert_eq!(f.row(narinfo).await, None);

@@ -7,7 +7,7 @@ use sqlx::{Any, AnyConnection, Row};
 use super::pending::GC_LOCK_ID;
 use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 
-pub use super::gc_sweep::{start_sweep, Doomed, SweepBatch, Sweeper};
+pub use super::gc_sweep::{start_sweep, start_sweep_in_lanes, Doomed, SweepBatch, Sweeper};
 
 /// Deletes roots last pushed before `cutoff` (Unix ms) unless pinned; returns how many.
 /// With `dry_run`, only counts them.
@@ -65,27 +65,36 @@ pub async fn mark(
     dry_run: bool,
 ) -> Result<(u64, i64), DbError> {
     let backend = db.backend();
-    let mut conn = gc_connection(db).await?;
-    let conn: &mut AnyConnection = &mut conn;
+    let mut first = gc_connection(db).await?;
+    let mut others = Vec::new();
     if backend == Backend::Postgres {
-        // The anti-join's hash table of the live set (1.5 million hashes at a million
-        // store paths) stays in memory: that memory belongs to one PostgreSQL backend
-        // per lane, for the length of the mark.
-        let _ = sqlx::query("SET work_mem = '64MB'")
-            .execute(&mut *conn)
-            .await;
+        for _ in 1..LANES {
+            others.push(gc_connection(db).await?);
+        }
     }
-    super::gc_live::build(conn, backend, root_cutoff).await?;
+    let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
+    conns.extend(others.iter_mut().map(|c| &mut **c));
+    if backend == Backend::Postgres {
+        for conn in conns.iter_mut() {
+            // The anti-join's hash table of the live set (1.5 million hashes at a
+            // million store paths) stays in memory: that memory belongs to one
+            // PostgreSQL backend per lane, for the length of the mark.
+            let _ = sqlx::query("SET work_mem = '64MB'")
+                .execute(&mut **conn)
+                .await;
+        }
+    }
+    super::gc_live::build(&mut conns, backend, root_cutoff).await?;
     let started = std::time::Instant::now();
     let counted = if backend == Backend::Postgres && !dry_run {
-        mark_in_lanes(db, conn, epoch, now).await
+        mark_in_lanes(&mut conns, epoch, now).await
     } else {
-        mark_on(conn, backend, epoch, now, dry_run).await
+        mark_on(conns[0], backend, epoch, now, dry_run).await
     };
     if backend == Backend::Postgres {
         // Dropped even when marking failed; a crash leaves it to the next mark.
         sqlx::query("DROP TABLE IF EXISTS gc_live")
-            .execute(&mut *conn)
+            .execute(&mut *conns[0])
             .await
             .context("drop the live set")?;
     }
@@ -123,46 +132,21 @@ fn dead(backend: Backend) -> &'static str {
 /// The stored size of an object, as the mark and sweep count it.
 const SIZE: &str = "COALESCE(file_size, nar_size, 0)";
 
-/// PostgreSQL: marks in [`LANES`] statements at once, each over its own range of the
-/// table's pages (a TID range scan), on `conn` and on connections of their own. Each
+/// PostgreSQL: marks in one statement per connection of `conns`, all at once, each
+/// over its own range of the table's pages (a TID range scan). Each
 /// statement takes its own snapshot after the epoch switch, which rule 3 allows (a
 /// later snapshot only adds live objects, and rows a push stamps meanwhile no longer
 /// qualify). Returns the count and bytes marked.
 async fn mark_in_lanes(
-    db: &Db,
-    conn: &mut AnyConnection,
+    conns: &mut [&mut AnyConnection],
     epoch: i64,
     now: i64,
 ) -> Result<(i64, i64), DbError> {
-    let pages: i64 = sqlx::query(
-        "SELECT CAST(pg_relation_size('objects') / current_setting('block_size')::int AS BIGINT)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .and_then(|r| r.try_get(0))
-    .context("measure the objects table")?;
-    let lanes = i64::try_from(LANES).unwrap_or(1);
-    let step = pages / lanes + 1;
-    // Lane i marks pages [i*step, (i+1)*step); the last lane has no end, for rows added
-    // past the table's end since it was measured (which a push stamped: none qualify).
-    let bounds: Vec<(String, Option<String>)> = (0..lanes)
-        .map(|i| {
-            let end = (i + 1 < lanes).then(|| format!("({},0)", (i + 1) * step));
-            (format!("({},0)", i * step), end)
-        })
-        .collect();
-    let mut others = Vec::new();
-    for _ in 1..LANES {
-        let mut other = gc_connection(db).await?;
-        let _ = sqlx::query("SET work_mem = '64MB'")
-            .execute(&mut *other)
-            .await;
-        others.push(other);
-    }
-    let mut conns: Vec<&mut AnyConnection> = vec![conn];
-    conns.extend(others.iter_mut().map(|c| &mut **c));
+    // The last range has no end, for rows added past the table's end since it was
+    // measured (which a push stamped: none qualify).
+    let bounds = page_ranges(conns[0], "objects", conns.len()).await?;
     let marks = conns
-        .into_iter()
+        .iter_mut()
         .zip(&bounds)
         .map(|(c, (from, to))| mark_range(c, epoch, now, from, to.as_deref()));
     let counts = futures::future::try_join_all(marks).await?;
@@ -182,24 +166,15 @@ async fn mark_range(
     from: &str,
     to: Option<&str>,
 ) -> Result<(i64, i64), DbError> {
-    let upper = if to.is_some() {
-        " AND ctid < CAST($4 AS tid)"
-    } else {
-        ""
-    };
     let dead = dead(Backend::Postgres);
+    let range = PageRange::sql("objects", 3, to.is_some());
     let sql = format!(
         "WITH marked AS (UPDATE objects SET marked_epoch = $1, marked_at = $2 \
-         WHERE ctid >= CAST($3 AS tid){upper} AND {dead} RETURNING {SIZE} AS size) \
+         WHERE {range} AND {dead} RETURNING {SIZE} AS size) \
          SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM marked"
     );
-    let mut query = sqlx::query(trusted_sql(sql))
-        .bind(epoch)
-        .bind(now)
-        .bind(from);
-    if let Some(to) = to {
-        query = query.bind(to);
-    }
+    let query = sqlx::query(trusted_sql(sql)).bind(epoch).bind(now);
+    let query = PageRange::bind(query, from, to);
     let row = query
         .fetch_one(&mut *conn)
         .await
@@ -207,6 +182,67 @@ async fn mark_range(
     let count: i64 = row.try_get(0).context("decode count")?;
     let bytes: i64 = row.try_get(1).context("decode bytes")?;
     Ok((count, bytes))
+}
+
+/// The ranges of a table's pages that `lanes` statements take, as `ctid` bounds
+/// (`(page,0)`); the last has no end.
+pub(crate) async fn page_ranges(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    lanes: usize,
+) -> Result<Vec<(String, Option<String>)>, DbError> {
+    let pages = table_pages(conn, table).await?;
+    let lanes = i64::try_from(lanes.max(1)).unwrap_or(1);
+    let step = pages / lanes + 1;
+    Ok((0..lanes)
+        .map(|i| {
+            let end = (i + 1 < lanes).then(|| format!("({},0)", (i + 1) * step));
+            (format!("({},0)", i * step), end)
+        })
+        .collect())
+}
+
+/// How many pages `table` has now.
+pub(crate) async fn table_pages(
+    conn: &mut AnyConnection,
+    table: &'static str,
+) -> Result<i64, DbError> {
+    sqlx::query(trusted_sql(format!(
+        "SELECT CAST(pg_relation_size('{table}') / current_setting('block_size')::int \
+         AS BIGINT)"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .and_then(|r| r.try_get(0))
+    .context("measure a table")
+}
+
+/// SQL for a condition on `ctid` between two bound parameters.
+pub(crate) struct PageRange;
+
+impl PageRange {
+    /// `ctid >= $first [AND ctid < $(first+1)]`, of the table `alias`.
+    pub(crate) fn sql(alias: &str, first: usize, bounded: bool) -> String {
+        let upper = if bounded {
+            format!(" AND {alias}.ctid < CAST(${} AS tid)", first + 1)
+        } else {
+            String::new()
+        };
+        format!("{alias}.ctid >= CAST(${first} AS tid){upper}")
+    }
+
+    /// Binds the bounds of [`PageRange::sql`].
+    pub(crate) fn bind<'q>(
+        query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+        from: &'q str,
+        to: Option<&'q str>,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+        let query = query.bind(from);
+        match to {
+            Some(to) => query.bind(to),
+            None => query,
+        }
+    }
 }
 
 /// Marks (or with `dry_run` only counts) on one connection: SQLite, and dry runs.

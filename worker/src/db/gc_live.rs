@@ -5,9 +5,12 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use futures::TryStreamExt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
 use sqlx::{AnyConnection, Row};
 
+use super::gc::{table_pages, PageRange};
 use super::{trusted_sql, Backend, DbError, QueryContext};
 
 /// The roots of the walk: live closures, pins and every object of a pending session.
@@ -20,13 +23,13 @@ const ROOTS: &str = "SELECT key FROM closures WHERE updated_at >= $1 \
 /// keys (`hashtextextended(key, 0)`, column `h`); on SQLite a temporary table of the
 /// mark's connection holding the keys themselves (`key`).
 pub(crate) async fn build(
-    conn: &mut AnyConnection,
+    conns: &mut [&mut AnyConnection],
     backend: Backend,
     root_cutoff: i64,
 ) -> Result<(), DbError> {
     match backend {
-        Backend::Postgres => build_hashed(conn, root_cutoff).await,
-        Backend::Sqlite => build_by_level(conn, root_cutoff).await,
+        Backend::Postgres => build_hashed(conns, root_cutoff).await,
+        Backend::Sqlite => build_by_level(conns[0], root_cutoff).await,
     }
 }
 
@@ -69,36 +72,17 @@ const UPLOAD_CHUNK: usize = 100_000;
 /// node with the references of both, so every object a live root reaches by keys is
 /// reached by hashes too; a collision can only keep an unreachable object (well under one
 /// chance in a million per run at three million objects), never lose a live one.
-async fn build_hashed(conn: &mut AnyConnection, root_cutoff: i64) -> Result<(), DbError> {
-    // The planner's estimate sizes the array once (doubling would overshoot by up to
-    // half); a wrong estimate only costs a reallocation.
-    let estimate: f64 = sqlx::query(
-        "SELECT CAST(GREATEST(reltuples, 0) AS DOUBLE PRECISION) FROM pg_class \
-         WHERE oid = CAST('refs' AS regclass)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .and_then(|r| r.try_get(0))
-    .context("estimate the number of references")?;
+async fn build_hashed(conns: &mut [&mut AnyConnection], root_cutoff: i64) -> Result<(), DbError> {
     let started = std::time::Instant::now();
-    let mut edges: Vec<(i64, i64)> = Vec::with_capacity((estimate * 1.02) as usize + 1024);
-    {
-        let mut rows = sqlx::query(
-            "SELECT hashtextextended(from_key, 0), hashtextextended(to_key, 0) FROM refs",
-        )
-        .fetch(&mut *conn);
-        while let Some(row) = rows.try_next().await.context("read references")? {
-            let from: i64 = row.try_get(0).context("decode a reference")?;
-            let to: i64 = row.try_get(1).context("decode a reference")?;
-            edges.push((from, to));
-        }
-    }
+    let mut edges = read_edges(conns, READ_PAGES).await?;
     tracing::debug!(
         references = edges.len(),
         ms = ms_since(started),
         "gc mark: read the references"
     );
+    let conn = &mut *conns[0];
     edges.sort_unstable();
+    tracing::debug!(ms = ms_since(started), "gc mark: sorted the references");
 
     let roots: Vec<i64> = sqlx::query(trusted_sql(format!(
         "SELECT DISTINCT hashtextextended(key, 0) FROM ({ROOTS}) roots"
@@ -178,6 +162,88 @@ pub(crate) fn ms_since(t: std::time::Instant) -> u128 {
     t.elapsed().as_millis()
 }
 
+/// Pages of `refs` per statement of [`read_edges`]: about 80,000 references, 1.3 MB
+/// of hashes.
+const READ_PAGES: i64 = 1024;
+
+/// Every reference as a pair of 64-bit key hashes, read by the connections of `conns`
+/// at once, each taking the next range of `pages` pages of `refs` (a TID range scan)
+/// until none is left. Each range comes back as one `bytea` of big-endian pairs,
+/// so decoding costs this process next to nothing and the database hashes on as many
+/// cores as there are connections.
+///
+/// The ranges are read in different snapshots, all taken after the epoch switch, which
+/// rule 3 allows: references are never updated (so none moves to a range already
+/// read), only deleted by the collector itself and added by pushes that stamp what
+/// they rely on with the new epoch.
+async fn read_edges(
+    conns: &mut [&mut AnyConnection],
+    pages: i64,
+) -> Result<Vec<(i64, i64)>, DbError> {
+    let pages = pages.max(1);
+    // The planner's estimate sizes the array once (doubling would overshoot by up to
+    // half); a wrong estimate only costs a reallocation.
+    let estimate: f64 = sqlx::query(
+        "SELECT CAST(GREATEST(reltuples, 0) AS DOUBLE PRECISION) FROM pg_class \
+         WHERE oid = CAST('refs' AS regclass)",
+    )
+    .fetch_one(&mut *conns[0])
+    .await
+    .and_then(|r| r.try_get(0))
+    .context("estimate the number of references")?;
+    // The last range has no end, for references added past the table's end meanwhile.
+    let ranges = table_pages(conns[0], "refs").await? / pages + 1;
+    let next = AtomicI64::new(0);
+    let edges = Mutex::new(Vec::with_capacity((estimate * 1.02) as usize + 1024));
+    let lanes = conns.iter_mut().map(|conn| {
+        let (next, edges) = (&next, &edges);
+        async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ranges {
+                    return Ok::<(), DbError>(());
+                }
+                let from = format!("({},0)", i * pages);
+                let to = (i + 1 < ranges).then(|| format!("({},0)", (i + 1) * pages));
+                let sql = format!(
+                    "SELECT string_agg(int8send(hashtextextended(from_key, 0)) \
+                     || int8send(hashtextextended(to_key, 0)), ''::bytea) FROM refs WHERE {}",
+                    PageRange::sql("refs", 1, to.is_some())
+                );
+                let query = PageRange::bind(sqlx::query(trusted_sql(sql)), &from, to.as_deref());
+                let pairs: Option<Vec<u8>> = query
+                    .fetch_one(&mut **conn)
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .context("read references")?;
+                let pairs = pairs.unwrap_or_default();
+                if !pairs.len().is_multiple_of(16) {
+                    return Err(DbError::Query {
+                        context: "read references",
+                        source: sqlx::Error::Protocol(format!(
+                            "{} bytes of reference hashes, not a multiple of 16",
+                            pairs.len()
+                        )),
+                    });
+                }
+                let mut edges = edges.lock().unwrap_or_else(|e| e.into_inner());
+                edges.extend(pairs.chunks_exact(16).map(|pair| {
+                    let (from, to) = pair.split_at(8);
+                    (be_i64(from), be_i64(to))
+                }));
+            }
+        }
+    });
+    futures::future::try_join_all(lanes).await?;
+    Ok(edges.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A big-endian 64-bit integer from 8 bytes (0 from any other length, which the
+/// caller's chunking rules out).
+fn be_i64(bytes: &[u8]) -> i64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, i64::from_be_bytes)
+}
+
 /// SQLite: one statement per level of the reference graph adds the keys the previous
 /// level references that are not live yet; `depth` tells the levels apart. Each
 /// statement reads its own snapshot, all taken after the epoch switch; references and
@@ -220,4 +286,51 @@ async fn build_by_level(conn: &mut AnyConnection, root_cutoff: i64) -> Result<()
         depth += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+    use super::*;
+    use crate::db::Db;
+
+    /// Reading in ranges of one or three pages, on two connections, returns exactly the
+    /// references one plain statement returns: no range is skipped or read twice.
+    #[tokio::test]
+    async fn references_read_in_page_ranges_are_all_read_once() {
+        let url = tokio::task::spawn_blocking(|| larder_e2e::postgres::database("read_edges"))
+            .await
+            .unwrap();
+        let db = Db::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        // Long keys, so that 3000 references take dozens of pages.
+        sqlx::query(
+            "INSERT INTO refs (from_key, to_key) SELECT repeat(md5(i::text), 3), \
+             repeat(md5((i * 7)::text), 3) FROM generate_series(1, 3000) i",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let mut expected: Vec<(i64, i64)> = sqlx::query(
+            "SELECT hashtextextended(from_key, 0), hashtextextended(to_key, 0) FROM refs",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        expected.sort_unstable();
+        let mut a = db.pool().acquire().await.unwrap();
+        let mut b = db.pool().acquire().await.unwrap();
+        for pages in [1, 3, READ_PAGES] {
+            let mut conns: Vec<&mut AnyConnection> = vec![&mut a, &mut b];
+            let mut edges = read_edges(&mut conns, pages).await.unwrap();
+            edges.sort_unstable();
+            assert_eq!(edges, expected, "ranges of {pages} pages");
+        }
+        let pages = table_pages(&mut a, "refs").await.unwrap();
+        assert!(pages > 10, "the table spans {pages} pages");
+    }
 }

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Acquire, Any, Row, Transaction};
+use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
 
-use super::gc::gc_connection;
+use super::gc::{gc_connection, page_ranges, PageRange};
+use super::gc_live::ms_since;
 use super::pending::placeholders;
 use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 
@@ -65,10 +66,6 @@ const CREATE_BATCH_TABLE: &str = "CREATE TEMP TABLE gc_batch (n BIGINT NOT NULL,
 /// PostgreSQL: statements that gather the candidates of objects marked no later than
 /// `$1` (the only parameter, of the statement that fills `gc_sweep`).
 const GATHER_PG: &[&str] = &[
-    // The candidates' keys are hashed once to find their references: about 1.5 million
-    // keys at a million store paths, 150 MB of hash table for this backend while the
-    // sweep starts (at 64 MB it spilled 500 MB to temporary files).
-    "SET work_mem = '128MB'",
     "DROP TABLE IF EXISTS gc_sweep",
     "DROP TABLE IF EXISTS gc_sweep_refs",
     // Autovacuum stays away from these short-lived tables: the sweep analyzes them
@@ -78,14 +75,25 @@ const GATHER_PG: &[&str] = &[
      WHERE marked_epoch IS NOT NULL AND marked_at <= $1",
     "CREATE INDEX gc_sweep_n ON gc_sweep (n)",
     "ANALYZE gc_sweep",
-    // Every reference from a candidate, found by one hash join over `refs` (a scan in
-    // table order) instead of an index probe per candidate.
-    "CREATE UNLOGGED TABLE gc_sweep_refs WITH (autovacuum_enabled = false) AS \
-     SELECT s.n, r.ctid AS tid FROM refs r JOIN gc_sweep s ON r.from_key = s.key",
+    "CREATE UNLOGGED TABLE gc_sweep_refs (n BIGINT NOT NULL, tid TID NOT NULL) \
+     WITH (autovacuum_enabled = false)",
+];
+
+/// PostgreSQL: what each lane does to fill `gc_sweep_refs`, every reference from a
+/// candidate, over its range of the pages of `refs` (`$1`, `$2`): a hash join with
+/// the candidates, in table order, instead of an index probe per candidate. The
+/// candidates' keys are hashed in each lane: about 1.5 million keys at a million store
+/// paths, 150 MB of hash table for each lane's backend while the sweep starts (at
+/// 64 MB it spilled 500 MB to temporary files). References are never updated, only
+/// added (with an unmarked source, docs/gc.md rule 4) and deleted by the collector, so
+/// a reference cannot move from one lane's range to another's meanwhile.
+const FIND_REFS_PG: &str = "INSERT INTO gc_sweep_refs (n, tid) \
+     SELECT s.n, r.ctid FROM refs r JOIN gc_sweep s ON r.from_key = s.key WHERE ";
+
+/// PostgreSQL: what makes the references of a range of candidates quick to find.
+const INDEX_REFS_PG: &[&str] = &[
     "CREATE INDEX gc_sweep_refs_n ON gc_sweep_refs (n)",
     "ANALYZE gc_sweep_refs",
-    "RESET work_mem",
-    CREATE_BATCH_TABLE,
 ];
 
 /// SQLite: the same for its one lane.
@@ -96,16 +104,14 @@ const GATHER_SQLITE: &[&str] = &[
      WHERE marked_epoch IS NOT NULL AND marked_at <= $1",
 ];
 
-/// Starts a sweep of objects marked no later than `cutoff` (Unix ms): gathers the
-/// candidates and returns the first lane. More lanes: [`Sweeper::lane`].
-pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
-    let backend = db.backend();
-    let mut conn = gc_connection(db).await?;
-    let gather = match backend {
-        Backend::Postgres => GATHER_PG,
-        Backend::Sqlite => GATHER_SQLITE,
-    };
-    for &sql in gather {
+/// Runs `statements` on `conn`, binding `cutoff` where one has a parameter.
+async fn run_all(
+    conn: &mut AnyConnection,
+    statements: &[&'static str],
+    cutoff: i64,
+) -> Result<(), DbError> {
+    for &sql in statements {
+        let started = std::time::Instant::now();
         let query = sqlx::query(sql);
         let query = if sql.contains("$1") {
             query.bind(cutoff)
@@ -116,49 +122,96 @@ pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
             .execute(&mut *conn)
             .await
             .context("gather the objects to sweep")?;
+        let ms = ms_since(started);
+        tracing::debug!(ms, "gc sweep: {}", sql.get(..60).unwrap_or(sql));
     }
-    let total: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM gc_sweep")
-        .fetch_one(&mut *conn)
-        .await
-        .and_then(|r| r.try_get(0))
-        .context("count the objects to sweep")?;
-    Ok(Sweeper {
-        conn,
-        plan: Arc::new(Plan {
-            backend,
-            cutoff,
-            next: AtomicI64::new(1),
-            total,
-        }),
-    })
+    Ok(())
+}
+
+/// Starts a sweep of objects marked no later than `cutoff` (Unix ms) with one lane.
+pub async fn start_sweep(db: &Db, cutoff: i64) -> Result<Sweeper, DbError> {
+    Ok(start_sweep_in_lanes(db, cutoff, 1).await?.0)
+}
+
+/// Starts a sweep of objects marked no later than `cutoff` (Unix ms): gathers the
+/// candidates, on PostgreSQL with `lanes` connections (at least one), and returns
+/// one [`Sweeper`] per connection: the first, which [`Sweeper::finish`]es the sweep,
+/// and the others. SQLite always has one lane: a second writer would only wait for
+/// the first.
+pub async fn start_sweep_in_lanes(
+    db: &Db,
+    cutoff: i64,
+    lanes: usize,
+) -> Result<(Sweeper, Vec<Sweeper>), DbError> {
+    let backend = db.backend();
+    let mut first = gc_connection(db).await?;
+    if backend == Backend::Sqlite {
+        run_all(&mut first, GATHER_SQLITE, cutoff).await?;
+        return Ok((Sweeper::new(first, backend, cutoff).await?, Vec::new()));
+    }
+    run_all(&mut first, GATHER_PG, cutoff).await?;
+    let mut others = Vec::new();
+    for _ in 1..lanes.max(1) {
+        others.push(gc_connection(db).await?);
+    }
+    let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
+    conns.extend(others.iter_mut().map(|c| &mut **c));
+    let started = std::time::Instant::now();
+    let lanes = conns.len();
+    let bounds = page_ranges(conns[0], "refs", lanes).await?;
+    let fills = conns
+        .into_iter()
+        .zip(&bounds)
+        .map(|(conn, (from, to))| async move {
+            run_all(conn, &["SET work_mem = '128MB'"], cutoff).await?;
+            let sql = format!("{FIND_REFS_PG}{}", PageRange::sql("r", 1, to.is_some()));
+            let query = PageRange::bind(sqlx::query(trusted_sql(sql)), from, to.as_deref());
+            query
+                .execute(&mut *conn)
+                .await
+                .context("find the references of objects to sweep")?;
+            run_all(conn, &["RESET work_mem", CREATE_BATCH_TABLE], cutoff).await
+        });
+    futures::future::try_join_all(fills).await?;
+    tracing::debug!(ms = ms_since(started), "gc sweep: found the references");
+    run_all(&mut first, INDEX_REFS_PG, cutoff).await?;
+    let first = Sweeper::new(first, backend, cutoff).await?;
+    let others = others
+        .into_iter()
+        .map(|conn| Sweeper {
+            conn,
+            plan: Arc::clone(&first.plan),
+        })
+        .collect();
+    Ok((first, others))
 }
 
 impl Sweeper {
+    /// The first lane of a sweep whose candidates are gathered on `conn`.
+    async fn new(
+        mut conn: PoolConnection<Any>,
+        backend: Backend,
+        cutoff: i64,
+    ) -> Result<Self, DbError> {
+        let total: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM gc_sweep")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .context("count the objects to sweep")?;
+        Ok(Sweeper {
+            conn,
+            plan: Arc::new(Plan {
+                backend,
+                cutoff,
+                next: AtomicI64::new(1),
+                total,
+            }),
+        })
+    }
+
     /// How many objects were marked no later than the cutoff when the sweep started.
     pub fn candidates(&self) -> u64 {
         u64::try_from(self.plan.total).unwrap_or(0)
-    }
-
-    /// Opens another lane of this sweep on a connection of its own; `None` on SQLite,
-    /// where a second writer would only wait for the first.
-    pub fn lane<'d>(
-        &self,
-        db: &'d Db,
-    ) -> impl std::future::Future<Output = Result<Option<Sweeper>, DbError>> + Send + 'd {
-        // Not an `async fn`: a connection is not `Sync`, so the future must not hold
-        // `&self` across its awaits, only the shared plan.
-        let plan = Arc::clone(&self.plan);
-        async move {
-            if plan.backend != Backend::Postgres {
-                return Ok(None);
-            }
-            let mut conn = gc_connection(db).await?;
-            sqlx::query(CREATE_BATCH_TABLE)
-                .execute(&mut *conn)
-                .await
-                .context("open a sweep lane")?;
-            Ok(Some(Sweeper { conn, plan }))
-        }
     }
 
     /// Locks the next (at most `limit`) candidates that are still safe to delete:

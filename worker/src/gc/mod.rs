@@ -184,14 +184,7 @@ pub async fn sweep_in_batches(
     batch: i64,
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
-    let first = db::gc::start_sweep(db, cutoff).await?;
-    let mut others = Vec::new();
-    for _ in 1..db::gc::LANES {
-        match first.lane(db).await? {
-            Some(lane) => others.push(lane),
-            None => break,
-        }
-    }
+    let (first, others) = db::gc::start_sweep_in_lanes(db, cutoff, db::gc::LANES).await?;
     let (first, tallies) = futures::try_join!(
         sweep_lane(first, storage, batch),
         futures::future::try_join_all(others.into_iter().map(|l| sweep_lane(l, storage, batch))),
@@ -259,5 +252,10 @@ async fn sweep_lane(
             .sum::<i64>();
         batch.commit(&deleted).await?;
     }
+    tracing::debug!(
+        deleted = tally.deleted,
+        bucket_ms = tally.bucket_ms,
+        "gc sweep: lane done"
+    );
     Ok((lane, tally))
 }
