@@ -556,6 +556,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(query(&ours), query(sdk.uri()), "{ours}\n{}", sdk.uri());
+
+        // The read proxy's GETs.
+        let sdk = store
+            .presigner
+            .get_object()
+            .bucket("bucket")
+            .key(key)
+            .presigned(config())
+            .await
+            .unwrap();
+        let ours = quick
+            .presign("GET", key, &[("x-id", "GetObject")], &[], expires, time)
+            .await
+            .unwrap();
+        assert_eq!(
+            ours.split('?').next(),
+            sdk.uri().split('?').next(),
+            "{ours}\n{}",
+            sdk.uri()
+        );
+        assert_eq!(query(&ours), query(sdk.uri()), "{ours}\n{}", sdk.uri());
     }
 
     /// Temporary credentials (IRSA, web identity) add a session token to what is signed.

@@ -15,7 +15,8 @@
 //! Credentials come from the SDK's provider (static keys, environment, IRSA …) and are
 //! kept until shortly before they expire.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -41,14 +42,28 @@ const RECHECK: Duration = Duration::from_secs(300);
 /// Credentials are replaced this long before they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
-/// Credentials in use and the signing key derived from them for one day.
+/// What signing needs for one day: the key derived for that day, region and S3, and the
+/// query values that only change with the day or the credentials, already encoded.
+#[derive(Debug)]
+struct DayKeys {
+    /// `YYYYMMDD`.
+    day: String,
+    key: [u8; 32],
+    /// `{day}/{region}/s3/aws4_request`.
+    scope: String,
+    /// `X-Amz-Credential`'s value (`{access key}/{scope}`), percent-encoded.
+    credential: String,
+    /// `X-Amz-Security-Token`'s value, percent-encoded, for temporary credentials.
+    token: Option<String>,
+}
+
+/// Credentials in use and what was derived from them for one day.
 #[derive(Debug)]
 struct Signer {
     credentials: Credentials,
     /// Until when the credentials are used without asking the provider again.
     until: SystemTime,
-    /// `YYYYMMDD` and the key derived for that day, region and S3.
-    day_key: Option<(String, [u8; 32])>,
+    day: Option<Arc<DayKeys>>,
 }
 
 /// Signs presigned S3 requests for one bucket.
@@ -96,8 +111,8 @@ impl QuickPresigner {
         })
     }
 
-    /// The credentials and the signing key for `now`'s day (derived once per day).
-    async fn keys(&self, now: SystemTime, day: &str) -> Result<(Credentials, [u8; 32]), String> {
+    /// The keys for `now`'s day from the current credentials (derived once per day).
+    async fn keys(&self, now: SystemTime, day: &str) -> Result<Arc<DayKeys>, String> {
         let mut guard = self.signer.lock().await;
         if guard.as_ref().is_none_or(|s| now >= s.until) {
             let credentials = self
@@ -112,29 +127,44 @@ impl QuickPresigner {
             *guard = Some(Signer {
                 credentials,
                 until,
-                day_key: None,
+                day: None,
             });
         }
         let signer = guard
             .as_mut()
             .ok_or_else(|| "no credentials to sign with".to_string())?;
-        let key = match &signer.day_key {
-            Some((d, key)) if d == day => *key,
-            _ => {
-                let secret = format!("AWS4{}", signer.credentials.secret_access_key());
-                let mut key = hmac(secret.as_bytes(), day.as_bytes());
-                for part in [self.region.as_str(), "s3", "aws4_request"] {
-                    key = hmac(&key, part.as_bytes());
-                }
-                signer.day_key = Some((day.to_string(), key));
-                key
-            }
-        };
-        Ok((signer.credentials.clone(), key))
+        if let Some(keys) = signer.day.as_ref().filter(|k| k.day == day) {
+            return Ok(Arc::clone(keys));
+        }
+        let credentials = &signer.credentials;
+        let secret = format!("AWS4{}", credentials.secret_access_key());
+        let mut key = hmac(secret.as_bytes(), day.as_bytes());
+        for part in [self.region.as_str(), "s3", "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        let scope = format!("{day}/{}/s3/aws4_request", self.region);
+        let keys = Arc::new(DayKeys {
+            day: day.to_string(),
+            key,
+            credential: encode(
+                &format!("{}/{scope}", credentials.access_key_id()),
+                UNRESERVED,
+            )
+            .into_owned(),
+            token: credentials
+                .session_token()
+                .map(|t| encode(t, UNRESERVED).into_owned()),
+            scope,
+        });
+        signer.day = Some(Arc::clone(&keys));
+        Ok(keys)
     }
 
     /// A presigned `method` URL for `full_key` with extra query parameters (signed too)
     /// and headers the sender must send verbatim (lower-case names; signed).
+    ///
+    /// The read proxy signs one URL per uncached narinfo, so this builds the URL and
+    /// hashes the canonical request without intermediate strings where it can.
     pub(crate) async fn presign(
         &self,
         method: &str,
@@ -145,77 +175,118 @@ impl QuickPresigner {
         now: SystemTime,
     ) -> Result<String, String> {
         let stamp = time::OffsetDateTime::from(now);
-        let date = format!(
-            "{:04}{:02}{:02}",
-            stamp.year(),
-            u8::from(stamp.month()),
-            stamp.day()
-        );
-        let date_time = format!(
-            "{date}T{:02}{:02}{:02}Z",
-            stamp.hour(),
-            stamp.minute(),
-            stamp.second()
-        );
-        let (credentials, key) = self.keys(now, &date).await?;
-        let scope = format!("{date}/{}/s3/aws4_request", self.region);
+        // `YYYYMMDDTHHMMSSZ`; its first eight characters are the day.
+        let mut date_time = String::with_capacity(16);
+        push_digits(&mut date_time, u32::try_from(stamp.year()).unwrap_or(0), 4);
+        push_digits(&mut date_time, u32::from(u8::from(stamp.month())), 2);
+        push_digits(&mut date_time, u32::from(stamp.day()), 2);
+        date_time.push('T');
+        push_digits(&mut date_time, u32::from(stamp.hour()), 2);
+        push_digits(&mut date_time, u32::from(stamp.minute()), 2);
+        push_digits(&mut date_time, u32::from(stamp.second()), 2);
+        date_time.push('Z');
+        let keys = self.keys(now, &date_time[..8]).await?;
 
         let mut signed: Vec<(&str, &str)> = vec![("host", self.host.as_str())];
         signed.extend(headers.iter().map(|(k, v)| (k.as_str(), v.trim())));
         signed.sort_unstable();
         let signed_names = signed.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
 
-        let credential = format!("{}/{scope}", credentials.access_key_id());
         let expires = expires.as_secs().to_string();
-        let mut params: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        params.extend([
-            ("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()),
-            ("X-Amz-Credential".into(), credential),
-            ("X-Amz-Date".into(), date_time.clone()),
-            ("X-Amz-Expires".into(), expires),
-            ("X-Amz-SignedHeaders".into(), signed_names.clone()),
-        ]);
-        if let Some(token) = credentials.session_token() {
-            params.push(("X-Amz-Security-Token".into(), token.to_string()));
-        }
         // Sorted by encoded name, then value, as SigV4 orders the canonical query.
-        let mut encoded: Vec<(String, String)> = params
+        let mut params: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
             .iter()
             .map(|(k, v)| (encode(k, UNRESERVED), encode(v, UNRESERVED)))
             .collect();
-        encoded.sort_unstable();
-        let mut canonical_query = String::new();
-        for (i, (k, v)) in encoded.iter().enumerate() {
+        params.extend([
+            ("X-Amz-Algorithm".into(), "AWS4-HMAC-SHA256".into()),
+            ("X-Amz-Credential".into(), keys.credential.as_str().into()),
+            ("X-Amz-Date".into(), date_time.as_str().into()),
+            ("X-Amz-Expires".into(), expires.as_str().into()),
+            (
+                "X-Amz-SignedHeaders".into(),
+                encode(&signed_names, UNRESERVED),
+            ),
+        ]);
+        if let Some(token) = &keys.token {
+            params.push(("X-Amz-Security-Token".into(), token.as_str().into()));
+        }
+        params.sort_unstable();
+        let key_path = encode(full_key, PATH);
+        let mut url = String::with_capacity(
+            self.base.len()
+                + key_path.len()
+                + params
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 2)
+                    .sum::<usize>()
+                + 100,
+        );
+        url.push_str(&self.base);
+        url.push_str(&key_path);
+        url.push('?');
+        let query_start = url.len();
+        for (i, (k, v)) in params.iter().enumerate() {
             if i > 0 {
-                canonical_query.push('&');
+                url.push('&');
             }
-            let _ = write!(canonical_query, "{k}={v}");
+            url.push_str(k);
+            url.push('=');
+            url.push_str(v);
         }
 
-        let path = format!("{}{}", self.base_path, encode(full_key, PATH));
-        let mut canonical = format!("{method}\n{path}\n{canonical_query}\n");
-        for (k, v) in &signed {
-            let _ = writeln!(canonical, "{k}:{v}");
+        let mut canonical = Sha256::new();
+        for part in [
+            method,
+            "\n",
+            &self.base_path,
+            &key_path,
+            "\n",
+            &url[query_start..],
+            "\n",
+        ] {
+            canonical.update(part.as_bytes());
         }
-        let _ = write!(canonical, "\n{signed_names}\nUNSIGNED-PAYLOAD");
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
-        let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-        Ok(format!(
-            "{}{}?{canonical_query}&X-Amz-Signature={signature}",
-            self.base,
-            encode(full_key, PATH)
-        ))
+        for (k, v) in &signed {
+            for part in [*k, ":", *v, "\n"] {
+                canonical.update(part.as_bytes());
+            }
+        }
+        for part in ["\n", &signed_names, "\nUNSIGNED-PAYLOAD"] {
+            canonical.update(part.as_bytes());
+        }
+        let mut canonical_hex = [0u8; 64];
+        hex::encode_to_slice(canonical.finalize(), &mut canonical_hex)
+            .map_err(|e| format!("hex-encoding a digest: {e}"))?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&keys.key)
+            .map_err(|e| format!("HMAC key: {e}"))?;
+        for part in [
+            b"AWS4-HMAC-SHA256\n".as_slice(),
+            date_time.as_bytes(),
+            b"\n",
+            keys.scope.as_bytes(),
+            b"\n",
+            &canonical_hex,
+        ] {
+            mac.update(part);
+        }
+        url.push_str("&X-Amz-Signature=");
+        url.push_str(&hex::encode(mac.finalize().into_bytes()));
+        Ok(url)
     }
 }
 
-fn encode(text: &str, set: &'static AsciiSet) -> String {
-    utf8_percent_encode(text, set).to_string()
+/// Appends `n` as exactly `width` decimal digits (zero-padded; higher digits dropped).
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        let digit = n / 10u32.pow(i) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+/// `text` percent-encoded; borrowed when nothing needed encoding.
+fn encode<'a>(text: &'a str, set: &'static AsciiSet) -> Cow<'a, str> {
+    utf8_percent_encode(text, set).into()
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
