@@ -20,6 +20,7 @@ const OTHER: &str = "22222222222222222222222222222222.narinfo";
 
 struct Fixture {
     db: Db,
+    url: String,
     storage: Storage,
     _dir: tempfile::TempDir,
 }
@@ -41,6 +42,7 @@ async fn fixture(pg_test: Option<&'static str>) -> Fixture {
         .unwrap();
     Fixture {
         db,
+        url,
         storage: Storage::Dir(store),
         _dir: dir,
     }
@@ -383,4 +385,67 @@ async fn a_sweep_in_small_batches_deletes_each_candidate_once_and_keeps_the_live
         .get(0);
         assert_eq!(left, 0);
     }
+}
+
+/// A database user who may not create tables in the schema (PostgreSQL 15's default
+/// for anyone but the database's owner) still collects: on one connection, with
+/// temporary work tables. The same run with unlogged tables would fail with
+/// "permission denied for schema public".
+#[tokio::test]
+async fn a_user_without_create_on_the_schema_collects_on_one_connection() {
+    let f = fixture(Some("gc_without_create")).await;
+    for i in 0..50 {
+        let (narinfo, nar) = (format!("{i:032}.narinfo"), format!("nar/{i:052}.nar.zst"));
+        f.push(
+            &narinfo,
+            &[object(&narinfo, &[&nar]), object(&nar, &[])],
+            1000,
+        )
+        .await;
+    }
+    f.push(OTHER, &[object(OTHER, &[DEP]), object(DEP, &[])], now_ms())
+        .await;
+    let role = format!("gc_runtime_{}", std::process::id());
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(f.db.pool())
+            .await
+            .unwrap();
+    }
+    let url = f
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let restricted = Db::connect(&url).await.unwrap();
+    let may_create: bool = sqlx::query("SELECT has_schema_privilege(current_schema(), 'CREATE')")
+        .fetch_one(restricted.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!may_create);
+    let options = GcOptions {
+        older_than: Duration::from_secs(3600),
+        failed_uploads_older_than: Duration::from_secs(3600),
+        grace: Duration::ZERO,
+        dry_run: false,
+    };
+    let summary = gc::run(&restricted, &f.storage, &options).await.unwrap();
+    assert_eq!((summary.roots_expired, summary.objects_deleted), (50, 100));
+    assert!(f.row(OTHER).await.is_some() && f.in_bucket(DEP).await);
+    assert_eq!(f.row(&format!("{:032}.narinfo", 7)).await, None);
+    restricted.pool().close().await;
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(f.db.pool())
+            .await
+            .unwrap();
+    }
+}
+
+fn now_ms() -> i64 {
+    db::now_ms()
 }

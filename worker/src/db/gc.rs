@@ -4,6 +4,7 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row};
 
+use super::gc_tables::WorkTables;
 use super::pending::GC_LOCK_ID;
 use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 
@@ -66,11 +67,13 @@ pub async fn mark(
 ) -> Result<(u64, i64), DbError> {
     let backend = db.backend();
     let mut first = gc_connection(db).await?;
+    let tables = match backend {
+        Backend::Postgres => WorkTables::choose(&mut first).await?,
+        Backend::Sqlite => WorkTables::Private,
+    };
     let mut others = Vec::new();
-    if backend == Backend::Postgres {
-        for _ in 1..LANES {
-            others.push(gc_connection(db).await?);
-        }
+    for _ in 1..tables.lanes(LANES) {
+        others.push(gc_connection(db).await?);
     }
     let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
     conns.extend(others.iter_mut().map(|c| &mut **c));
@@ -84,14 +87,14 @@ pub async fn mark(
                 .await;
         }
     }
-    super::gc_live::build(&mut conns, backend, root_cutoff).await?;
+    super::gc_live::build(&mut conns, backend, tables, root_cutoff).await?;
     let started = std::time::Instant::now();
     let counted = if backend == Backend::Postgres && !dry_run {
         mark_in_lanes(&mut conns, epoch, now).await
     } else {
         mark_on(conns[0], backend, epoch, now, dry_run).await
     };
-    if backend == Backend::Postgres {
+    if backend == Backend::Postgres && tables == WorkTables::Shared {
         // Dropped even when marking failed; a crash leaves it to the next mark.
         sqlx::query("DROP TABLE IF EXISTS gc_live")
             .execute(&mut *conns[0])
@@ -107,9 +110,9 @@ pub async fn mark(
     Ok((u64::try_from(counted.0).unwrap_or(0), counted.1))
 }
 
-/// Connections that mark or sweep at once on PostgreSQL: the database gets a second
-/// core, and during the sweep one lane works in the database while another waits for
-/// the bucket.
+/// Connections that mark or sweep at once on PostgreSQL (when the collector may
+/// create its work tables, see `gc_tables`): the database gets a second core, and
+/// during the sweep one lane works in the database while another waits for the bucket.
 pub const LANES: usize = 2;
 
 /// Objects whose keys (on PostgreSQL: whose keys' hashes) are not in the live set.

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use sqlx::{AnyConnection, Row};
 
 use super::gc::{table_pages, PageRange};
+use super::gc_tables::WorkTables;
 use super::{trusted_sql, Backend, DbError, QueryContext};
 
 /// The roots of the walk: live closures, pins and every object of a pending session.
@@ -19,16 +20,18 @@ use super::{trusted_sql, Backend, DbError, QueryContext};
 const ROOTS: &str = "SELECT key FROM closures WHERE updated_at >= $1 \
                      UNION SELECT narinfo_key FROM pins UNION SELECT key FROM pending_objects";
 
-/// Fills `gc_live`. On PostgreSQL it is an unlogged table of the 64-bit hashes of live
-/// keys (`hashtextextended(key, 0)`, column `h`); on SQLite a temporary table of the
-/// mark's connection holding the keys themselves (`key`).
+/// Fills `gc_live`. On PostgreSQL it holds the 64-bit hashes of live keys
+/// (`hashtextextended(key, 0)`, column `h`), in an unlogged or temporary table as
+/// `tables` says; on SQLite a temporary table of the mark's connection holds the keys
+/// themselves (`key`).
 pub(crate) async fn build(
     conns: &mut [&mut AnyConnection],
     backend: Backend,
+    tables: WorkTables,
     root_cutoff: i64,
 ) -> Result<(), DbError> {
     match backend {
-        Backend::Postgres => build_hashed(conns, root_cutoff).await,
+        Backend::Postgres => build_hashed(conns, tables, root_cutoff).await,
         Backend::Sqlite => build_by_level(conns[0], root_cutoff).await,
     }
 }
@@ -72,7 +75,11 @@ const UPLOAD_CHUNK: usize = 100_000;
 /// node with the references of both, so every object a live root reaches by keys is
 /// reached by hashes too; a collision can only keep an unreachable object (well under one
 /// chance in a million per run at three million objects), never lose a live one.
-async fn build_hashed(conns: &mut [&mut AnyConnection], root_cutoff: i64) -> Result<(), DbError> {
+async fn build_hashed(
+    conns: &mut [&mut AnyConnection],
+    tables: WorkTables,
+    root_cutoff: i64,
+) -> Result<(), DbError> {
     let started = std::time::Instant::now();
     let mut edges = read_edges(conns, READ_PAGES).await?;
     tracing::debug!(
@@ -104,14 +111,16 @@ async fn build_hashed(conns: &mut [&mut AnyConnection], root_cutoff: i64) -> Res
         "gc mark: walked the live set"
     );
 
-    // Unlogged, not temporary: every connection of the marking `UPDATE` reads it. The
-    // run lock keeps other runs out; the mark drops it, and the next drops what a
-    // crashed one left.
+    // Unlogged, not temporary, so that every connection of the marking `UPDATE` reads
+    // it (see `gc_tables`).
     for sql in [
         "DROP TABLE IF EXISTS gc_live",
         "CREATE UNLOGGED TABLE gc_live (h BIGINT NOT NULL) WITH (autovacuum_enabled = false)",
-    ] {
-        sqlx::query(sql)
+    ]
+    .into_iter()
+    .filter_map(|sql| tables.adapt(sql))
+    {
+        sqlx::query(trusted_sql(sql.into_owned()))
             .execute(&mut *conn)
             .await
             .context("create the live set table")?;

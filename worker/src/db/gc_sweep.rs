@@ -10,6 +10,7 @@ use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
 
 use super::gc::{gc_connection, page_ranges, PageRange};
 use super::gc_live::ms_since;
+use super::gc_tables::WorkTables;
 use super::pending::placeholders;
 use super::{trusted_sql, Backend, Db, DbError, QueryContext};
 
@@ -26,6 +27,7 @@ pub struct Doomed {
 #[derive(Debug)]
 struct Plan {
     backend: Backend,
+    tables: WorkTables,
     cutoff: i64,
     next: AtomicI64,
     total: i64,
@@ -50,8 +52,10 @@ struct Plan {
 /// reads (the run lock keeps other runs out; [`Sweeper::finish`] drops them, and the
 /// next sweep drops what a crashed one left). Lanes take disjoint ranges of candidate
 /// numbers, so they never wait for each other's rows, and while one lane waits for the
-/// bucket another works in the database. SQLite has one lane (one writer at a time)
-/// and keeps `gc_sweep` as a temporary table of its connection.
+/// bucket another works in the database. A user who may not create tables in the
+/// schema gets one lane with temporary tables instead (`gc_tables`). SQLite has one
+/// lane (one writer at a time) and keeps `gc_sweep` as a temporary table of its
+/// connection.
 #[derive(Debug)]
 pub struct Sweeper {
     conn: PoolConnection<Any>,
@@ -107,12 +111,13 @@ const GATHER_SQLITE: &[&str] = &[
 /// Runs `statements` on `conn`, binding `cutoff` where one has a parameter.
 async fn run_all(
     conn: &mut AnyConnection,
+    tables: WorkTables,
     statements: &[&'static str],
     cutoff: i64,
 ) -> Result<(), DbError> {
-    for &sql in statements {
+    for sql in statements.iter().filter_map(|&sql| tables.adapt(sql)) {
         let started = std::time::Instant::now();
-        let query = sqlx::query(sql);
+        let query = sqlx::query(trusted_sql(sql.to_string()));
         let query = if sql.contains("$1") {
             query.bind(cutoff)
         } else {
@@ -123,7 +128,7 @@ async fn run_all(
             .await
             .context("gather the objects to sweep")?;
         let ms = ms_since(started);
-        tracing::debug!(ms, "gc sweep: {}", sql.get(..60).unwrap_or(sql));
+        tracing::debug!(ms, "gc sweep: {}", sql.get(..60).unwrap_or(&sql));
     }
     Ok(())
 }
@@ -146,12 +151,17 @@ pub async fn start_sweep_in_lanes(
     let backend = db.backend();
     let mut first = gc_connection(db).await?;
     if backend == Backend::Sqlite {
-        run_all(&mut first, GATHER_SQLITE, cutoff).await?;
-        return Ok((Sweeper::new(first, backend, cutoff).await?, Vec::new()));
+        let tables = WorkTables::Private;
+        run_all(&mut first, tables, GATHER_SQLITE, cutoff).await?;
+        return Ok((
+            Sweeper::new(first, backend, tables, cutoff).await?,
+            Vec::new(),
+        ));
     }
-    run_all(&mut first, GATHER_PG, cutoff).await?;
+    let tables = WorkTables::choose(&mut first).await?;
+    run_all(&mut first, tables, GATHER_PG, cutoff).await?;
     let mut others = Vec::new();
-    for _ in 1..lanes.max(1) {
+    for _ in 1..tables.lanes(lanes) {
         others.push(gc_connection(db).await?);
     }
     let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
@@ -163,19 +173,25 @@ pub async fn start_sweep_in_lanes(
         .into_iter()
         .zip(&bounds)
         .map(|(conn, (from, to))| async move {
-            run_all(conn, &["SET work_mem = '128MB'"], cutoff).await?;
+            run_all(conn, tables, &["SET work_mem = '128MB'"], cutoff).await?;
             let sql = format!("{FIND_REFS_PG}{}", PageRange::sql("r", 1, to.is_some()));
             let query = PageRange::bind(sqlx::query(trusted_sql(sql)), from, to.as_deref());
             query
                 .execute(&mut *conn)
                 .await
                 .context("find the references of objects to sweep")?;
-            run_all(conn, &["RESET work_mem", CREATE_BATCH_TABLE], cutoff).await
+            run_all(
+                conn,
+                tables,
+                &["RESET work_mem", CREATE_BATCH_TABLE],
+                cutoff,
+            )
+            .await
         });
     futures::future::try_join_all(fills).await?;
     tracing::debug!(ms = ms_since(started), "gc sweep: found the references");
-    run_all(&mut first, INDEX_REFS_PG, cutoff).await?;
-    let first = Sweeper::new(first, backend, cutoff).await?;
+    run_all(&mut first, tables, INDEX_REFS_PG, cutoff).await?;
+    let first = Sweeper::new(first, backend, tables, cutoff).await?;
     let others = others
         .into_iter()
         .map(|conn| Sweeper {
@@ -191,6 +207,7 @@ impl Sweeper {
     async fn new(
         mut conn: PoolConnection<Any>,
         backend: Backend,
+        tables: WorkTables,
         cutoff: i64,
     ) -> Result<Self, DbError> {
         let total: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM gc_sweep")
@@ -202,6 +219,7 @@ impl Sweeper {
             conn,
             plan: Arc::new(Plan {
                 backend,
+                tables,
                 cutoff,
                 next: AtomicI64::new(1),
                 total,
@@ -241,7 +259,7 @@ impl Sweeper {
 
     /// Drops the tables every lane shared; call once every lane is done.
     pub async fn finish(mut self) -> Result<(), DbError> {
-        if self.plan.backend == Backend::Postgres {
+        if self.plan.backend == Backend::Postgres && self.plan.tables == WorkTables::Shared {
             sqlx::query("DROP TABLE IF EXISTS gc_sweep, gc_sweep_refs")
                 .execute(&mut *self.conn)
                 .await

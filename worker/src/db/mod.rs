@@ -10,6 +10,7 @@ pub mod gc;
 mod gc_live;
 pub mod gc_stats;
 mod gc_sweep;
+mod gc_tables;
 pub mod index_epochs;
 pub mod journal;
 pub mod lease;
