@@ -135,12 +135,44 @@ pub fn run(what: &str, cmd: &mut Command) -> String {
 }
 
 /// A fresh temporary directory kept for the life of the test binary (logs stay readable).
+/// Its name carries the binary's process id; the first call in a binary removes the
+/// directories of binaries that have ended, which nothing else would (shared services
+/// live in statics, never dropped), so repeated test runs do not fill the disk.
 pub fn temp_dir(prefix: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_dirs_of_ended_binaries);
     let dir = tempfile::Builder::new()
-        .prefix(&format!("larder-{prefix}-"))
+        .prefix(&format!("larder-{prefix}-{}-", std::process::id()))
         .tempdir()
         .expect("create a temporary directory");
     dir.keep()
+}
+
+/// The process id in the name of a directory [`temp_dir`] made
+/// (`larder-<prefix>-<pid>-<random>`, the random part without dashes).
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("larder-")?.rsplitn(3, '-');
+    let random = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    let prefix = parts.next()?;
+    (!random.is_empty() && !prefix.is_empty()).then_some(pid)
+}
+
+/// Removes the [`temp_dir`] directories whose test binary is no longer running.
+fn remove_dirs_of_ended_binaries() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(owner_pid) else {
+            continue;
+        };
+        let running = Path::new(&format!("/proc/{pid}")).exists();
+        if pid != std::process::id() && !running && entry.path().is_dir() {
+            // Best effort: a directory another user owns stays.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A name unique within this test run, safe for databases, buckets and namespaces.
@@ -164,4 +196,39 @@ pub fn unique_name(test: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod temp_dir_tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_a_temporary_directory_is_read_from_its_name() {
+        assert_eq!(owner_pid("larder-garage-4242-Ab3xYz"), Some(4242));
+        assert_eq!(
+            owner_pid("larder-worker-bench-read-7-2-4242-Ab3xYz"),
+            Some(4242)
+        );
+        // Not made by `temp_dir`: kept whatever their pid-like parts say.
+        assert_eq!(owner_pid("larder-bench.lock"), None);
+        assert_eq!(owner_pid("larder-data"), None);
+        assert_eq!(owner_pid("larder-12-Ab3xYz"), None);
+        assert_eq!(owner_pid("other-garage-4242-Ab3xYz"), None);
+        assert_eq!(owner_pid("larder-garage-abc-Ab3xYz"), None);
+    }
+
+    #[test]
+    fn a_directory_of_an_ended_binary_goes_and_a_running_ones_stays() {
+        // Process ids are below 2^22 on Linux, so this one never runs.
+        let ended = std::env::temp_dir().join("larder-sweeptest-4194305-Ab3xYz");
+        let running =
+            std::env::temp_dir().join(format!("larder-sweeptest-{}-Ab3xYz", std::process::id()));
+        for dir in [&ended, &running] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        remove_dirs_of_ended_binaries();
+        assert!(!ended.exists());
+        assert!(running.exists());
+        std::fs::remove_dir_all(&running).unwrap();
+    }
 }
