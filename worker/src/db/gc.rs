@@ -1,6 +1,7 @@
 //! The collector's database side: run lock, root expiry, epoch switch, mark, sweep.
 //! The protocol and why it is safe against concurrent pushes: docs/gc.md.
 
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row};
 
@@ -71,12 +72,8 @@ pub async fn mark(
         Backend::Postgres => WorkTables::choose(&mut first).await?,
         Backend::Sqlite => WorkTables::Private,
     };
-    let mut others = Vec::new();
-    for _ in 1..tables.lanes(LANES) {
-        others.push(gc_connection(db).await?);
-    }
-    let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
-    conns.extend(others.iter_mut().map(|c| &mut **c));
+    let mut others = more_connections(db, tables.lanes(LANES) - 1).await?;
+    let mut conns = lanes_of(&mut first, &mut others);
     if backend == Backend::Postgres {
         for conn in conns.iter_mut() {
             // The anti-join's hash table of the live set (1.5 million hashes at a
@@ -94,7 +91,7 @@ pub async fn mark(
     } else {
         mark_on(conns[0], backend, epoch, now, dry_run).await
     };
-    if backend == Backend::Postgres && tables == WorkTables::Shared {
+    if tables == WorkTables::Shared {
         // Dropped even when marking failed; a crash leaves it to the next mark.
         sqlx::query("DROP TABLE IF EXISTS gc_live")
             .execute(&mut *conns[0])
@@ -182,6 +179,11 @@ async fn mark_range(
         .fetch_one(&mut *conn)
         .await
         .context("mark unreachable objects")?;
+    decode_counted(&row)
+}
+
+/// The `(COUNT(*), SUM(size))` row a marking or counting statement returns.
+fn decode_counted(row: &AnyRow) -> Result<(i64, i64), DbError> {
     let count: i64 = row.try_get(0).context("decode count")?;
     let bytes: i64 = row.try_get(1).context("decode bytes")?;
     Ok((count, bytes))
@@ -198,10 +200,7 @@ pub(crate) async fn page_ranges(
     let lanes = i64::try_from(lanes.max(1)).unwrap_or(1);
     let step = pages / lanes + 1;
     Ok((0..lanes)
-        .map(|i| {
-            let end = (i + 1 < lanes).then(|| format!("({},0)", (i + 1) * step));
-            (format!("({},0)", i * step), end)
-        })
+        .map(|i| PageRange::bounds(i, step, lanes))
         .collect())
 }
 
@@ -224,6 +223,13 @@ pub(crate) async fn table_pages(
 pub(crate) struct PageRange;
 
 impl PageRange {
+    /// The `ctid` bounds of range `i` of `count` ranges of `step` pages each: from
+    /// `(i*step,0)` up to the next range's start; the last range has no end.
+    pub(crate) fn bounds(i: i64, step: i64, count: i64) -> (String, Option<String>) {
+        let end = (i + 1 < count).then(|| format!("({},0)", (i + 1) * step));
+        (format!("({},0)", i * step), end)
+    }
+
     /// `ctid >= $first [AND ctid < $(first+1)]`, of the table `alias`.
     pub(crate) fn sql(alias: &str, first: usize, bounded: bool) -> String {
         let upper = if bounded {
@@ -285,9 +291,29 @@ async fn mark_on(
         .await
         .context("count marked objects")?
     };
-    let count: i64 = counted.try_get(0).context("decode count")?;
-    let bytes: i64 = counted.try_get(1).context("decode bytes")?;
-    Ok((count, bytes))
+    decode_counted(&counted)
+}
+
+/// `n` more connections of their own (see [`gc_connection`]), for a step's other lanes.
+pub(crate) async fn more_connections(
+    db: &Db,
+    n: usize,
+) -> Result<Vec<PoolConnection<Any>>, DbError> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(gc_connection(db).await?);
+    }
+    Ok(conns)
+}
+
+/// A step's connections, one per lane: `first`, then `others`.
+pub(crate) fn lanes_of<'c>(
+    first: &'c mut AnyConnection,
+    others: &'c mut [PoolConnection<Any>],
+) -> Vec<&'c mut AnyConnection> {
+    let mut conns = vec![first];
+    conns.extend(others.iter_mut().map(|c| &mut **c));
+    conns
 }
 
 /// A connection of its own for work that keeps temporary tables across statements.

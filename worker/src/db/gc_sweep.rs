@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, Row, Transaction};
 
-use super::gc::{gc_connection, page_ranges, PageRange};
+use super::gc::{gc_connection, lanes_of, more_connections, page_ranges, PageRange};
 use super::gc_live::ms_since;
 use super::gc_tables::WorkTables;
 use super::pending::placeholders;
@@ -160,12 +160,8 @@ pub async fn start_sweep_in_lanes(
     }
     let tables = WorkTables::choose(&mut first).await?;
     run_all(&mut first, tables, GATHER_PG, cutoff).await?;
-    let mut others = Vec::new();
-    for _ in 1..tables.lanes(lanes) {
-        others.push(gc_connection(db).await?);
-    }
-    let mut conns: Vec<&mut AnyConnection> = vec![&mut first];
-    conns.extend(others.iter_mut().map(|c| &mut **c));
+    let mut others = more_connections(db, tables.lanes(lanes) - 1).await?;
+    let mut conns = lanes_of(&mut first, &mut others);
     let started = std::time::Instant::now();
     let lanes = conns.len();
     let bounds = page_ranges(conns[0], "refs", lanes).await?;
@@ -257,9 +253,10 @@ impl Sweeper {
         }))
     }
 
-    /// Drops the tables every lane shared; call once every lane is done.
+    /// Drops the tables every lane shared (shared work tables only: temporary ones go
+    /// with their connections); call once every lane is done.
     pub async fn finish(mut self) -> Result<(), DbError> {
-        if self.plan.backend == Backend::Postgres && self.plan.tables == WorkTables::Shared {
+        if self.plan.tables == WorkTables::Shared {
             sqlx::query("DROP TABLE IF EXISTS gc_sweep, gc_sweep_refs")
                 .execute(&mut *self.conn)
                 .await

@@ -185,15 +185,15 @@ pub async fn sweep_in_batches(
     summary: &mut GcSummary,
 ) -> Result<(), GcError> {
     let (first, others) = db::gc::start_sweep_in_lanes(db, cutoff, db::gc::LANES).await?;
-    let (first, tallies) = futures::try_join!(
+    let ((first, tally), others) = futures::try_join!(
         sweep_lane(first, storage, batch),
         futures::future::try_join_all(others.into_iter().map(|l| sweep_lane(l, storage, batch))),
     )?;
-    for (_, tally) in &tallies {
+    tally.add_to(summary);
+    for (_, tally) in &others {
         tally.add_to(summary);
     }
-    first.1.add_to(summary);
-    first.0.finish().await?;
+    first.finish().await?;
     Ok(())
 }
 
