@@ -816,6 +816,23 @@ async fn presigned_get(bucket: &Bucket, key: &str) -> String {
 }
 
 /// One GET read to the end; returns the time and the bytes received.
+/// GETs the proxy's URL and the direct one, the proxy first in even rounds `i` and the
+/// direct one first in odd ones (so neither side always pays for going first); returns
+/// (time, bytes) of the proxy's GET, then of the direct one.
+async fn get_both(
+    i: usize,
+    proxy: (&reqwest::Client, &str),
+    direct: (&reqwest::Client, &str),
+) -> [(Duration, u64); 2] {
+    if i.is_multiple_of(2) {
+        let p = get(proxy.0, proxy.1).await;
+        [p, get(direct.0, direct.1).await]
+    } else {
+        let d = get(direct.0, direct.1).await;
+        [get(proxy.0, proxy.1).await, d]
+    }
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> (Duration, u64) {
     let start = Instant::now();
     let mut response = http.get(url).send().await.unwrap();
@@ -879,60 +896,36 @@ fn bench_read() {
     let (mut lat_proxy, mut lat_direct) = (Vec::new(), Vec::new());
     let (mut tp_proxy, mut tp_direct) = (Vec::new(), Vec::new());
     let (mut cold_proxy, mut cold_direct) = (Vec::new(), Vec::new());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     rt.block_on(async {
         for (i, (key, direct)) in cold_keys.iter().enumerate() {
             let proxy = format!("{}/{key}", worker.url);
-            let pair = [
-                (&proxy_http, proxy.as_str(), true),
-                (&direct_http, direct.as_str(), false),
-            ];
-            for k in 0..2 {
-                let (http, url, is_proxy) = pair[(i + k) % 2];
-                let (d, _) = get(http, url).await;
-                let ms = d.as_secs_f64() * 1000.0;
-                if is_proxy {
-                    cold_proxy.push(ms);
-                } else {
-                    cold_direct.push(ms);
-                }
-            }
+            let [(p, _), (d, _)] = get_both(i, (&proxy_http, &proxy), (&direct_http, direct)).await;
+            cold_proxy.push(ms(p));
+            cold_direct.push(ms(d));
         }
         for i in 0..gets + 50 {
-            // Alternate which goes first; the first 50 of each only warm up.
-            let pair = [
-                (&proxy_http, narinfo_proxy.as_str(), true),
-                (&direct_http, narinfo_direct.as_str(), false),
-            ];
-            for k in 0..2 {
-                let (http, url, proxy) = pair[(i + k) % 2];
-                let (d, _) = get(http, url).await;
-                if i >= 50 {
-                    let ms = d.as_secs_f64() * 1000.0;
-                    if proxy {
-                        lat_proxy.push(ms);
-                    } else {
-                        lat_direct.push(ms);
-                    }
-                }
+            let [(p, _), (d, _)] = get_both(
+                i,
+                (&proxy_http, &narinfo_proxy),
+                (&direct_http, &narinfo_direct),
+            )
+            .await;
+            // The first 50 of each only warm up.
+            if i >= 50 {
+                lat_proxy.push(ms(p));
+                lat_direct.push(ms(d));
             }
         }
         for i in 0..=nar_runs {
-            let pair = [
-                (&proxy_http, nar_proxy.as_str(), true),
-                (&direct_http, nar_direct.as_str(), false),
-            ];
-            for k in 0..2 {
-                let (http, url, proxy) = pair[(i + k) % 2];
-                let (d, n) = get(http, url).await;
+            let both = get_both(i, (&proxy_http, &nar_proxy), (&direct_http, &nar_direct)).await;
+            for (url, (_, n)) in [&nar_proxy, &nar_direct].into_iter().zip(both) {
                 assert_eq!(n, nar_mib * MIB, "{url}: whole NAR");
-                if i > 0 {
-                    let mib_s = n as f64 / MIB as f64 / d.as_secs_f64();
-                    if proxy {
-                        tp_proxy.push(mib_s);
-                    } else {
-                        tp_direct.push(mib_s);
-                    }
-                }
+            }
+            if i > 0 {
+                let mib_s = |(d, n): (Duration, u64)| n as f64 / MIB as f64 / d.as_secs_f64();
+                tp_proxy.push(mib_s(both[0]));
+                tp_direct.push(mib_s(both[1]));
             }
         }
     });
