@@ -22,11 +22,11 @@
 //! `LARDER_BENCH_NAR_MIB` (100), `LARDER_BENCH_NAR_RUNS` (5).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed benchmark step should panic
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use larder_e2e::cpu;
 use larder_e2e::garage::{self, Bucket};
 use larder_e2e::larder::{Backend, Worker};
 use larder_e2e::niks3::{self, Niks3Server, S3Bucket};
@@ -359,75 +359,10 @@ fn timed(what: &str, mut cmd: Command) -> (Duration, String) {
     (start.elapsed(), out)
 }
 
-/// CPU seconds (user + system) used so far by this benchmark's descendants, summed by
-/// command name (`garage`, `postgres`, `larder`, `niks3-server`); what waited-for
-/// children used (the push clients and their helpers) is under `clients`. Two
-/// snapshots tell who spent the CPU of a step: on a shared 2-core machine that, more
-/// than the wall time, says where to look.
-fn cpu_seconds() -> BTreeMap<String, f64> {
-    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
-    const TICK: f64 = 100.0;
-    let me = std::process::id();
-    let mut procs: HashMap<u32, (u32, String, f64, f64)> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let num = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let ppid = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
-        procs.insert(pid, (ppid, comm, num(11) + num(12), num(13) + num(14)));
-    }
-    let mut by_comm = BTreeMap::new();
-    for (pid, (_, comm, own, children)) in &procs {
-        if *pid == me {
-            *by_comm.entry("clients".to_string()).or_insert(0.0) += children / TICK;
-            continue;
-        }
-        let mut parent = procs.get(pid).map(|p| p.0);
-        let mut depth = 0;
-        while let Some(p) = parent.filter(|p| *p > 1 && depth < 8) {
-            if p == me {
-                *by_comm.entry(comm.clone()).or_insert(0.0) += (own + children) / TICK;
-                break;
-            }
-            parent = procs.get(&p).map(|q| q.0);
-            depth += 1;
-        }
-    }
-    by_comm
-}
-
-/// What `after` adds to `before`, as `name 1.2s, …` for the names that used any.
-fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
-    after
-        .iter()
-        .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d >= 0.05)
-        .map(|(k, d)| format!("{k} {d:.1}s"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 struct PushRun {
     first: Duration,
+    /// CPU seconds of every process of the first push: client, worker, Garage, PostgreSQL.
+    first_cpu: f64,
     second: Duration,
     objects: usize,
     stored_bytes: u64,
@@ -447,15 +382,17 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
     let worker = Worker::start(test, backend, &[]);
     let token_file = worker.data_dir.join("push-token-file");
     std::fs::write(&token_file, &worker.token).unwrap();
-    let cpu_before = cpu_seconds();
+    let cpu_before = cpu::seconds_by_command();
     let (first, out) = timed(
         client.name(),
         push_command(client, &worker, &token_file, root),
     );
+    let cpu_after = cpu::seconds_by_command();
+    let first_cpu = cpu::total_delta(&cpu_before, &cpu_after);
     eprintln!(
         "  {} first push CPU: {}",
         client.name(),
-        cpu_delta(&cpu_before, &cpu_seconds())
+        cpu::delta(&cpu_before, &cpu_after)
     );
     if client == Client::Larder {
         eprintln!("  larder push summary: {}", out.trim());
@@ -468,7 +405,7 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
         client.name(),
         stored.len()
     );
-    let cpu_before = cpu_seconds();
+    let cpu_before = cpu::seconds_by_command();
     let (second, _) = timed(
         client.name(),
         push_command(client, &worker, &token_file, root),
@@ -476,7 +413,7 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
     eprintln!(
         "  {} second push CPU: {}",
         client.name(),
-        cpu_delta(&cpu_before, &cpu_seconds())
+        cpu::delta(&cpu_before, &cpu::seconds_by_command())
     );
     // The worker itself publishes binary cache index journal segments meanwhile.
     let after = list_bucket(&bucket);
@@ -489,6 +426,7 @@ fn push_once(client: Client, root: &str, expected_objects: usize) -> PushRun {
     empty_bucket(&bucket);
     PushRun {
         first,
+        first_cpu,
         second,
         objects: stored.len(),
         stored_bytes: stored.iter().map(|(_, s)| s).sum(),
@@ -583,6 +521,20 @@ fn bench_push() {
         "throughput (NAR MiB/s): larder {:.0}, niks3 {:.0}",
         nar_total as f64 / MIB as f64 / lm,
         nar_total as f64 / MIB as f64 / nm
+    );
+    // What the push costs whatever the machine: on 2 vCPUs the wall time is bound by it.
+    let per_gib = |client: Client| -> f64 {
+        let cpu: Vec<f64> = results
+            .iter()
+            .filter(|(c, _)| *c == client)
+            .map(|(_, r)| r.first_cpu)
+            .collect();
+        stats(&cpu).0 / (nar_total as f64 / (1024.0 * MIB as f64))
+    };
+    let (lc, nc) = (per_gib(Client::Larder), per_gib(Client::Niks3));
+    println!(
+        "CPU per GiB of NAR, first push, all processes (median): larder {lc:.2} s, niks3 {nc:.2} s ({:.2}×)",
+        lc / nc
     );
 }
 
@@ -897,13 +849,27 @@ fn bench_read() {
     let (mut tp_proxy, mut tp_direct) = (Vec::new(), Vec::new());
     let (mut cold_proxy, mut cold_direct) = (Vec::new(), Vec::new());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // CPU of the worker and of Garage per phase: on 2 shared vCPUs latency and rate
+    // depend on scheduling, CPU per request much less.
+    let garage_pids = cpu::descendants_named("garage");
+    let snapshot = || (cpu::on_cpu(worker.pid()), cpu::on_cpu_all(&garage_pids));
+    let mut phases = Vec::new();
     rt.block_on(async {
+        let start = snapshot();
         for (i, (key, direct)) in cold_keys.iter().enumerate() {
             let proxy = format!("{}/{key}", worker.url);
             let [(p, _), (d, _)] = get_both(i, (&proxy_http, &proxy), (&direct_http, direct)).await;
             cold_proxy.push(ms(p));
             cold_direct.push(ms(d));
         }
+        let phase = |name, gets: usize, proxy_reads_garage, before| Phase {
+            name,
+            gets: gets as u32,
+            proxy_reads_garage,
+            before,
+            after: snapshot(),
+        };
+        phases.push(phase("narinfo first read", cold, true, start));
         for i in 0..gets + 50 {
             let [(p, _), (d, _)] = get_both(
                 i,
@@ -917,6 +883,8 @@ fn bench_read() {
                 lat_direct.push(ms(d));
             }
         }
+        let before = phases[0].after;
+        phases.push(phase("narinfo repeated", gets + 50, false, before));
         for i in 0..=nar_runs {
             let both = get_both(i, (&proxy_http, &nar_proxy), (&direct_http, &nar_direct)).await;
             for (url, (_, n)) in [&nar_proxy, &nar_direct].into_iter().zip(both) {
@@ -928,6 +896,8 @@ fn bench_read() {
                 tp_direct.push(mib_s(both[1]));
             }
         }
+        let before = phases[1].after;
+        phases.push(phase("100 MiB NAR", nar_runs + 1, true, before));
     });
     let (tpm, _) = stats(&tp_proxy);
     let (tdm, _) = stats(&tp_direct);
@@ -946,5 +916,40 @@ fn bench_read() {
         tpm / tdm,
         met(tpm / tdm >= 0.8)
     );
+    cpu_rows(&phases);
     println!("load: {}", load());
+}
+
+/// CPU (worker, Garage) at one moment of the read bench.
+type Cpu = (Duration, Duration);
+
+/// A series of the read bench and the CPU it cost.
+struct Phase {
+    name: &'static str,
+    /// GETs on each side.
+    gets: u32,
+    /// Whether the proxied GETs reach Garage (not when the worker answers from memory).
+    proxy_reads_garage: bool,
+    before: Cpu,
+    after: Cpu,
+}
+
+/// CPU per GET: the worker's for a proxied GET, Garage's for any GET that reaches it;
+/// a proxied GET costs both (or the worker's alone when it answers from memory), a
+/// direct one Garage's alone.
+fn cpu_rows(phases: &[Phase]) {
+    println!("| CPU per GET | worker | Garage | proxied / direct |");
+    println!("|---|---|---|---|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for p in phases {
+        let garage_gets = if p.proxy_reads_garage { 2 } else { 1 } * p.gets;
+        let worker = us(p.after.0 - p.before.0) / f64::from(p.gets);
+        let garage = us(p.after.1 - p.before.1) / f64::from(garage_gets);
+        let proxied = worker + if p.proxy_reads_garage { garage } else { 0.0 };
+        println!(
+            "| {} | {worker:.0} µs | {garage:.0} µs | {:.2}× |",
+            p.name,
+            proxied / garage.max(1.0)
+        );
+    }
 }

@@ -57,6 +57,11 @@ pub fn larder_bin() -> PathBuf {
 }
 
 impl Worker {
+    /// The worker's process id (to read its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
+    }
+
     /// The flags that give a `larder` subcommand (gc, fsck, index …) this worker's
     /// database and storage: its data dir, and on PostgreSQL the database and bucket.
     pub fn store_args(&self, cmd: &mut Command) {

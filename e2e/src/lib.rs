@@ -12,6 +12,7 @@
 // fails the test that asked for it with a message naming the component.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cpu;
 pub mod garage;
 pub mod k8s;
 pub mod larder;
