@@ -7,6 +7,7 @@ pub mod state;
 use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use axum::routing::get;
 use axum::Router;
 
@@ -62,6 +63,14 @@ async fn refuse_declared_oversize(
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    // Without TCP_NODELAY a streamed body's short segments wait for the client's ACK
+    // of the previous ones (Nagle): the read proxy relays NARs in whatever chunks the
+    // bucket sends.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
