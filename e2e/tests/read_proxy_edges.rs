@@ -212,6 +212,80 @@ async fn head_answers_with_the_headers_of_get_and_no_body() {
     }
 }
 
+/// A conditional request: its name, its headers, the status it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+#[tokio::test]
+async fn conditional_reads_follow_rfc_9110() {
+    for (backend, w) in workers("conditions").await {
+        for path in [
+            NAR.to_string(),
+            format!("{HASH}.narinfo"),
+            format!("{HASH}.ls"),
+        ] {
+            let url = format!("{}/{path}", w.url);
+            let whole = ask(Method::GET, &url, &[]).await;
+            let etag = whole.headers["etag"].clone();
+            let modified = whole.headers["last-modified"].clone();
+            assert!(
+                !etag.is_empty() && !modified.is_empty(),
+                "{backend}: {path}"
+            );
+            let weak = format!("W/{etag}");
+            let listed = format!("\"other\", {etag}");
+            let cases: [Case; 7] = [
+                ("its tag", vec![("If-None-Match", &etag)], 304),
+                (
+                    "a list holding its tag",
+                    vec![("If-None-Match", &listed)],
+                    304,
+                ),
+                // If-None-Match compares weakly (RFC 9110 §13.1.2): a proxy in front
+                // that compresses answers turns tags weak, and revalidates with them.
+                ("its tag made weak", vec![("If-None-Match", &weak)], 304),
+                ("*", vec![("If-None-Match", "*")], 304),
+                (
+                    "not modified since",
+                    vec![("If-Modified-Since", &modified)],
+                    304,
+                ),
+                // With If-None-Match present, If-Modified-Since is ignored (§13.2.2):
+                // another tag means the client's copy is stale, whatever its date.
+                (
+                    "another tag, not modified since",
+                    vec![
+                        ("If-None-Match", "\"other\""),
+                        ("If-Modified-Since", &modified),
+                    ],
+                    200,
+                ),
+                (
+                    "its tag and a range",
+                    vec![("If-None-Match", &etag), ("Range", "bytes=0-1")],
+                    304,
+                ),
+            ];
+            for (name, headers, expected) in cases {
+                let answer = ask(Method::GET, &url, &headers).await;
+                assert_eq!(answer.status, expected, "{backend}: {path}: {name}");
+                if expected == 200 {
+                    assert_eq!(answer.body, whole.body, "{backend}: {path}: {name}");
+                }
+            }
+        }
+
+        let info = format!("{}/nix-cache-info", w.url);
+        let etag = ask(Method::GET, &info, &[]).await.headers["etag"].clone();
+        for tag in [etag.clone(), format!("W/{etag}"), "*".to_string()] {
+            let answer = ask(Method::GET, &info, &[("If-None-Match", &tag)]).await;
+            assert_eq!(
+                answer.status, 304,
+                "{backend}: nix-cache-info, If-None-Match: {tag}"
+            );
+        }
+    }
+}
+
 /// Status of a GET of `path` sent byte for byte as written (HTTP clients normalise
 /// `%2e%2e` and `..` away before sending; an attacker's does not).
 async fn raw_status(base: &str, path: &str) -> u16 {
