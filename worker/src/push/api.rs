@@ -2,6 +2,7 @@
 //! [`RetryPolicy`]. Only API requests carry the token: presigned URLs carry their own
 //! authorisation, and S3 refuses a request that has both.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -20,6 +21,16 @@ use crate::report::error_chain;
 
 /// Longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 500;
+
+/// How `complete` ended.
+#[derive(Debug)]
+pub enum Completion {
+    /// The worker answered that it committed the session.
+    Committed,
+    /// An attempt went unanswered, and a retry found the session gone: committed by
+    /// that attempt, or expired. The error is the retry's 404.
+    Gone(PushError),
+}
 
 /// A client of one worker.
 #[derive(Debug, Clone)]
@@ -145,11 +156,27 @@ impl Api {
     }
 
     /// `POST /api/pending_closures/{id}/complete`.
-    pub async fn complete(&self, id: &str, root: &str) -> Result<(), PushError> {
+    pub async fn complete(&self, id: &str, root: &str) -> Result<Completion, PushError> {
         let step = format!("complete pending closure {id} ({root})");
         let path = format!("/api/pending_closures/{id}/complete");
-        send(&step, self.retry, || self.request(Method::POST, &path)).await?;
-        Ok(())
+        let attempts = AtomicU32::new(0);
+        let sent = send(&step, self.retry, || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.request(Method::POST, &path)
+        })
+        .await;
+        match sent {
+            Ok(_) => Ok(Completion::Committed),
+            // Only unanswered attempts (a reset, a timeout, a 5xx from a proxy) are
+            // retried, and the worker may have committed during one of them: then the
+            // session is gone when the retry arrives.
+            Err(
+                e @ PushError::Http {
+                    status: Some(404), ..
+                },
+            ) if attempts.load(Ordering::Relaxed) > 1 => Ok(Completion::Gone(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// `POST /api/multipart/request-parts`.

@@ -228,7 +228,10 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
     upload_bar.finish_and_clear();
 
     for (root, session) in roots.iter().zip(&sessions) {
-        api.complete(&session.id, &root.to_string()).await?;
+        match api.complete(&session.id, &root.to_string()).await? {
+            api::Completion::Committed => {}
+            api::Completion::Gone(error) => confirm_committed(&api, root, &declared, error).await?,
+        }
     }
     Ok(PushSummary {
         paths_total,
@@ -237,6 +240,27 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
         bytes_uploaded: uploader.bytes_sent(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// After a commit whose answer was lost and whose session a retry then found gone:
+/// objects enter the cache's database only by a commit, so a new session of the same
+/// closure that needs nothing uploaded proves it was committed, and completing that
+/// session makes `root` a GC root for certain. Anything still needed means the session
+/// expired uncommitted: `error` stands.
+async fn confirm_committed(
+    api: &api::Api,
+    root: &StorePath,
+    declared: &BTreeMap<StorePath, DeclaredPath>,
+    error: PushError,
+) -> Result<(), PushError> {
+    let session = api.start(&objects::closure_request(root, declared)).await?;
+    if !session.pending_objects.is_empty() {
+        return Err(error);
+    }
+    match api.complete(&session.id, &root.to_string()).await? {
+        api::Completion::Committed => Ok(()),
+        api::Completion::Gone(error) => Err(error),
+    }
 }
 
 /// Declares every path of the closure from what Nix says, looking up (not reading) each

@@ -10,7 +10,7 @@ use crate::nix::CacheInfo;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
-use super::headers::read_authorization;
+use super::headers::{conditions, read_authorization};
 
 /// `GET /nix-cache-info`.
 pub async fn serve(
@@ -29,13 +29,8 @@ pub async fn serve(
     let body = info.render();
     // The Index* lines change with every published segment: let caches revalidate.
     let etag = format!("\"{:016x}\"", xxhash_rust::xxh64::xxh64(body.as_bytes(), 0));
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == etag)
-        });
+    // The same evaluation as every other object's (a list, weak tags, `*`).
+    let unchanged = crate::storage::not_modified(&conditions(&headers), Some(&etag), None);
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

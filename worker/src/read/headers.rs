@@ -39,14 +39,43 @@ pub fn read_authorization(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// `If-None-Match` / `If-Modified-Since` of a request.
+/// `If-None-Match` / `If-Modified-Since` of a request, as RFC 9110 §13.2.2 evaluates
+/// them, in a form storage that does not follow the RFC (S3) still evaluates right.
 pub fn conditions(headers: &HeaderMap) -> Conditions {
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // If-None-Match compares weakly; S3 compares strongly, so a tag that a compressing
+    // proxy in front made weak would never match there: the `W/` goes.
+    let if_none_match = text(header::IF_NONE_MATCH).map(strip_weak_prefixes);
+    // If-Modified-Since is ignored when If-None-Match is present; AWS S3 documents a 304
+    // for a differing tag with a matching date, so the date is not passed on at all.
+    let if_modified_since = match if_none_match {
+        Some(_) => None,
+        None => text(header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok()),
+    };
     Conditions {
-        if_none_match: text(header::IF_NONE_MATCH).map(str::to_string),
-        if_modified_since: text(header::IF_MODIFIED_SINCE)
-            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        if_none_match,
+        if_modified_since,
     }
+}
+
+/// An entity-tag list with every `W/` before a tag removed (a `W/` inside a quoted tag
+/// is part of the tag and stays).
+fn strip_weak_prefixes(list: &str) -> String {
+    let mut out = String::with_capacity(list.len());
+    let mut quoted = false;
+    let mut rest = list;
+    while let Some(c) = rest.chars().next() {
+        if !quoted && rest.starts_with("W/\"") {
+            rest = &rest[2..];
+            continue;
+        }
+        if c == '"' {
+            quoted = !quoted;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Sets a header when the value is valid (stored metadata could be anything).
@@ -59,4 +88,41 @@ pub fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 /// An HTTP date.
 pub fn http_date(time: SystemTime) -> String {
     httpdate::fmt_http_date(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn weak_tags_are_compared_by_their_opaque_part() {
+        let c = conditions(&headers(&[(header::IF_NONE_MATCH, r#"W/"a", "b",W/"c""#)]));
+        assert_eq!(c.if_none_match.as_deref(), Some(r#""a", "b","c""#));
+        // `W/` is a legal opaque tag; only a prefix before a quote is weakness.
+        let odd = conditions(&headers(&[(header::IF_NONE_MATCH, r#""W/", W/"x""#)]));
+        assert_eq!(odd.if_none_match.as_deref(), Some(r#""W/", "x""#));
+        let star = conditions(&headers(&[(header::IF_NONE_MATCH, "*")]));
+        assert_eq!(star.if_none_match.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn if_modified_since_is_dropped_when_if_none_match_is_present() {
+        let date = "Sun, 22 Nov 2026 05:00:00 GMT";
+        let alone = conditions(&headers(&[(header::IF_MODIFIED_SINCE, date)]));
+        assert!(alone.if_modified_since.is_some());
+        let both = conditions(&headers(&[
+            (header::IF_MODIFIED_SINCE, date),
+            (header::IF_NONE_MATCH, r#""a""#),
+        ]));
+        assert_eq!(both.if_none_match.as_deref(), Some(r#""a""#));
+        assert_eq!(both.if_modified_since, None);
+    }
 }

@@ -1,0 +1,338 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+
+//! The read proxy's edge cases, asked of both backends (PostgreSQL + Garage, and the
+//! embedded SQLite + folder default), which must answer alike: ranges at and past the
+//! ends, ranges it cannot serve, HEAD, conditional requests as RFC 9110 reads them, and
+//! percent-encoded paths that try to leave the cache.
+
+use std::collections::BTreeMap;
+
+use larder_e2e::larder::{Backend, Worker};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+const NAR: &str = "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar.zst";
+const NAR_LEN: usize = 1000;
+
+fn nar_bytes() -> Vec<u8> {
+    (0..NAR_LEN as u32).map(|i| (i % 251) as u8).collect()
+}
+
+fn narinfo_text() -> String {
+    format!("StorePath: /nix/store/{HASH}-x\nURL: {NAR}\nCompression: zstd\n")
+}
+
+/// A worker on each backend, each holding one committed closure whose narinfo is stored
+/// zstd-compressed with `Content-Encoding: zstd`, as niks3 and `larder push` store it.
+async fn workers(test: &str) -> Vec<(&'static str, Worker)> {
+    let embedded = Worker::start(&format!("{test}-dir"), Backend::Embedded, &[]);
+    let name = format!("{test}-s3");
+    let s3 = Worker::start(
+        &name,
+        Backend::Postgres {
+            database: larder_e2e::postgres::database(&name),
+            bucket: larder_e2e::garage::bucket(&name),
+        },
+        &[],
+    );
+    let workers = vec![("directory", embedded), ("S3", s3)];
+    for (_, worker) in &workers {
+        commit(worker).await;
+    }
+    workers
+}
+
+async fn commit(w: &Worker) {
+    let http = reqwest::Client::new();
+    let request = json!({"closure": format!("{HASH}.narinfo"), "objects": [
+        {"key": format!("{HASH}.narinfo"), "type": "narinfo", "refs": [NAR, format!("{HASH}.ls")]},
+        {"key": NAR, "type": "nar", "refs": [], "nar_size": NAR_LEN},
+        {"key": format!("{HASH}.ls"), "type": "listing", "refs": []}]});
+    let started: Value = http
+        .post(format!("{}/api/pending_closures", w.url))
+        .bearer_auth(&w.token)
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let narinfo = zstd::encode_all(narinfo_text().as_bytes(), 3).unwrap();
+    let contents: BTreeMap<String, (Vec<u8>, Option<&str>)> = BTreeMap::from([
+        (NAR.to_string(), (nar_bytes(), None)),
+        (format!("{HASH}.ls"), (b"{}".to_vec(), None)),
+        (format!("{HASH}.narinfo"), (narinfo, Some("zstd"))),
+    ]);
+    for (key, pending) in started["pending_objects"].as_object().unwrap() {
+        let (body, encoding) = contents[key].clone();
+        let mut put = http.put(pending["presigned_url"].as_str().unwrap());
+        if let Some(encoding) = encoding {
+            put = put.header("Content-Encoding", encoding);
+        }
+        let status = put.body(body).send().await.unwrap().status();
+        assert!(status.is_success(), "PUT {key}: {status}");
+    }
+    let id = started["id"].as_str().unwrap();
+    let done = http
+        .post(format!("{}/api/pending_closures/{id}/complete", w.url))
+        .bearer_auth(&w.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status().as_u16(), 204);
+}
+
+/// One answer: status, the headers asked about (absent ones empty), and the body.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<&'static str, String>,
+    body: Vec<u8>,
+}
+
+async fn ask(method: Method, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new().request(method, url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = [
+        "content-length",
+        "content-range",
+        "etag",
+        "last-modified",
+        "content-encoding",
+    ]
+    .into_iter()
+    .map(|name| {
+        let value = response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (name, value)
+    })
+    .collect();
+    let body = response.bytes().await.unwrap().to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn ranges_at_the_edges_and_ranges_it_cannot_serve() {
+    let nar = nar_bytes();
+    for (backend, w) in workers("range-edges").await {
+        let url = format!("{}/{NAR}", w.url);
+        let ranged = |range: &'static str| {
+            let url = url.clone();
+            async move { ask(Method::GET, &url, &[("Range", range)]).await }
+        };
+
+        let first = ranged("bytes=0-0").await;
+        assert_eq!(first.status, 206, "{backend}: bytes=0-0");
+        assert_eq!(
+            first.headers["content-range"], "bytes 0-0/1000",
+            "{backend}"
+        );
+        assert_eq!(first.body, &nar[..1], "{backend}");
+
+        let suffix = ranged("bytes=-5000").await;
+        assert_eq!(
+            suffix.status, 206,
+            "{backend}: a suffix longer than the object"
+        );
+        assert_eq!(
+            suffix.headers["content-range"], "bytes 0-999/1000",
+            "{backend}"
+        );
+        assert_eq!(suffix.body, nar, "{backend}");
+
+        for past in ["bytes=1000-", "bytes=1000-2000", "bytes=-0"] {
+            let answer = ranged(past).await;
+            assert_eq!(answer.status, 416, "{backend}: {past}");
+            assert_eq!(
+                answer.headers["content-range"], "bytes */1000",
+                "{backend}: {past}"
+            );
+        }
+
+        // Several ranges, another unit, a backwards range: ignored, the whole object sent.
+        for unusable in ["bytes=0-1,5-6", "items=0-1", "bytes=5-2", "bytes=x-"] {
+            let answer = ranged(unusable).await;
+            assert_eq!(answer.status, 200, "{backend}: {unusable}");
+            assert_eq!(answer.headers["content-range"], "", "{backend}: {unusable}");
+            assert_eq!(answer.body, nar, "{backend}: {unusable}");
+        }
+
+        // A narinfo is served decompressed, so a range of it is ignored, never applied
+        // to the stored bytes.
+        let narinfo = format!("{}/{HASH}.narinfo", w.url);
+        let answer = ask(Method::GET, &narinfo, &[("Range", "bytes=0-4")]).await;
+        assert_eq!(answer.status, 200, "{backend}: ranged narinfo");
+        assert_eq!(answer.body, narinfo_text().as_bytes(), "{backend}");
+        assert_eq!(answer.headers["content-encoding"], "", "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn head_answers_with_the_headers_of_get_and_no_body() {
+    for (backend, w) in workers("head").await {
+        for path in [
+            NAR.to_string(),
+            format!("{HASH}.narinfo"),
+            format!("{HASH}.ls"),
+        ] {
+            let url = format!("{}/{path}", w.url);
+            let get = ask(Method::GET, &url, &[]).await;
+            let head = ask(Method::HEAD, &url, &[]).await;
+            assert_eq!(get.status, 200, "{backend}: GET {path}");
+            assert_eq!(head.status, 200, "{backend}: HEAD {path}");
+            assert_eq!(head.headers, get.headers, "{backend}: {path}");
+            assert_eq!(
+                head.headers["content-length"],
+                get.body.len().to_string(),
+                "{backend}: {path}"
+            );
+            assert!(head.body.is_empty(), "{backend}: HEAD {path} sent a body");
+        }
+        let ranged = ask(
+            Method::HEAD,
+            &format!("{}/{NAR}", w.url),
+            &[("Range", "bytes=10-19")],
+        )
+        .await;
+        assert_eq!(ranged.status, 206, "{backend}");
+        assert_eq!(ranged.headers["content-length"], "10", "{backend}");
+        assert!(ranged.body.is_empty(), "{backend}");
+    }
+}
+
+/// A conditional request: its name, its headers, the status it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
+#[tokio::test]
+async fn conditional_reads_follow_rfc_9110() {
+    for (backend, w) in workers("conditions").await {
+        for path in [
+            NAR.to_string(),
+            format!("{HASH}.narinfo"),
+            format!("{HASH}.ls"),
+        ] {
+            let url = format!("{}/{path}", w.url);
+            let whole = ask(Method::GET, &url, &[]).await;
+            let etag = whole.headers["etag"].clone();
+            let modified = whole.headers["last-modified"].clone();
+            assert!(
+                !etag.is_empty() && !modified.is_empty(),
+                "{backend}: {path}"
+            );
+            let weak = format!("W/{etag}");
+            let listed = format!("\"other\", {etag}");
+            let cases: [Case; 7] = [
+                ("its tag", vec![("If-None-Match", &etag)], 304),
+                (
+                    "a list holding its tag",
+                    vec![("If-None-Match", &listed)],
+                    304,
+                ),
+                // If-None-Match compares weakly (RFC 9110 §13.1.2): a proxy in front
+                // that compresses answers turns tags weak, and revalidates with them.
+                ("its tag made weak", vec![("If-None-Match", &weak)], 304),
+                ("*", vec![("If-None-Match", "*")], 304),
+                (
+                    "not modified since",
+                    vec![("If-Modified-Since", &modified)],
+                    304,
+                ),
+                // With If-None-Match present, If-Modified-Since is ignored (§13.2.2):
+                // another tag means the client's copy is stale, whatever its date.
+                (
+                    "another tag, not modified since",
+                    vec![
+                        ("If-None-Match", "\"other\""),
+                        ("If-Modified-Since", &modified),
+                    ],
+                    200,
+                ),
+                (
+                    "its tag and a range",
+                    vec![("If-None-Match", &etag), ("Range", "bytes=0-1")],
+                    304,
+                ),
+            ];
+            for (name, headers, expected) in cases {
+                let answer = ask(Method::GET, &url, &headers).await;
+                assert_eq!(answer.status, expected, "{backend}: {path}: {name}");
+                if expected == 200 {
+                    assert_eq!(answer.body, whole.body, "{backend}: {path}: {name}");
+                }
+            }
+        }
+
+        let info = format!("{}/nix-cache-info", w.url);
+        let etag = ask(Method::GET, &info, &[]).await.headers["etag"].clone();
+        for tag in [etag.clone(), format!("W/{etag}"), "*".to_string()] {
+            let answer = ask(Method::GET, &info, &[("If-None-Match", &tag)]).await;
+            assert_eq!(
+                answer.status, 304,
+                "{backend}: nix-cache-info, If-None-Match: {tag}"
+            );
+        }
+    }
+}
+
+/// Status of a GET of `path` sent byte for byte as written (HTTP clients normalise
+/// `%2e%2e` and `..` away before sending; an attacker's does not).
+async fn raw_status(base: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+#[tokio::test]
+async fn encoded_paths_never_leave_the_cache() {
+    for (backend, w) in workers("encoded-paths").await {
+        // The data dir holds the push token and signing key; nothing may reach them.
+        for path in [
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/nar/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "/log/..%2f..%2fpush-token",
+            "/log%2f..%2f..%2fsigning-key",
+            "/%2e%2e%2fsigning-key",
+            "/nar/%252e%252e%252fsigning-key",
+            "/log/..%5c..%5csigning-key.drv",
+            "/log/a%00.drv",
+            "/log/%c0%ae%c0%ae%2fx.drv",
+            "/nix-cache-index/%2e%2e/nix-cache-info",
+            "/nix-cache-index/..%2f..%2fsigning-key",
+            "/nix-cache-index/journal/%2e%2e%2f%2e%2e%2fsigning-key",
+            "/.upload-secret",
+            "/.multipart",
+            // A build log key of a legal shape that no backend can store.
+            "/log/..zlogout.drv",
+            "/log/.upload-secret.drv",
+        ] {
+            assert_eq!(raw_status(&w.url, path).await, 404, "{backend}: {path}");
+        }
+        // The encoded slash of a real key is just a slash.
+        assert_eq!(
+            raw_status(&w.url, &NAR.replace('/', "%2F").replacen("nar", "/nar", 1)).await,
+            200,
+            "{backend}"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+
+//! The upload API's repeated and malformed steps, asked of both backends (PostgreSQL +
+//! Garage, and the embedded SQLite + folder default), which must answer alike: multipart
+//! completions with wrong, missing, duplicate or unsorted parts; completing, signing and
+//! completing again. A refused step leaves the upload as it was: still open, the object
+//! still absent.
+
+use larder_e2e::larder::{Backend, Worker};
+use serde_json::{json, Value};
+
+const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+const NAR: &str = "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar.zst";
+
+fn workers(test: &str) -> Vec<(&'static str, Worker)> {
+    let embedded = Worker::start(&format!("{test}-dir"), Backend::Embedded, &[]);
+    let name = format!("{test}-s3");
+    let s3 = Worker::start(
+        &name,
+        Backend::Postgres {
+            database: larder_e2e::postgres::database(&name),
+            bucket: larder_e2e::garage::bucket(&name),
+        },
+        &[],
+    );
+    vec![("directory", embedded), ("S3", s3)]
+}
+
+struct Client<'a> {
+    worker: &'a Worker,
+    http: reqwest::Client,
+}
+
+impl Client<'_> {
+    async fn post(&self, path: &str, body: Option<&Value>) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.worker.url))
+            .bearer_auth(&self.worker.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn present(&self, key: &str) -> bool {
+        let status = self
+            .http
+            .head(format!("{}/api/objects/{key}", self.worker.url))
+            .bearer_auth(&self.worker.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(status == 204 || status == 404, "HEAD {key}: {status}");
+        status == 204
+    }
+
+    async fn put(&self, url: &str, body: Vec<u8>) -> String {
+        let response = self.http.put(url).body(body).send().await.unwrap();
+        assert!(response.status().is_success(), "PUT: {}", response.status());
+        response.headers()["etag"].to_str().unwrap().to_string()
+    }
+}
+
+fn sign_request(key: &str, store_path: &str) -> Value {
+    json!({"narinfos": {key: {
+        "store_path": store_path,
+        "nar_hash": format!("sha256:{}", "0".repeat(52)),
+        "nar_size": 1,
+        "references": [],
+    }}})
+}
+
+#[tokio::test]
+async fn repeated_and_malformed_steps_change_nothing_on_either_backend() {
+    for (backend, worker) in workers("upload-edges") {
+        let c = Client {
+            worker: &worker,
+            http: reqwest::Client::new(),
+        };
+        let narinfo = format!("{HASH}.narinfo");
+        let request = json!({"closure": narinfo, "objects": [
+            {"key": narinfo, "type": "narinfo", "refs": [NAR]},
+            {"key": NAR, "type": "nar", "refs": [], "nar_size": 30_000_000u64}]});
+        let (status, text) = c.post("/api/pending_closures", Some(&request)).await;
+        assert_eq!(status, 200, "{backend}: {text}");
+        let started: Value = serde_json::from_str(&text).unwrap();
+        let id = started["id"].as_str().unwrap();
+        let multipart = &started["pending_objects"][NAR]["multipart_info"];
+        let upload_id = multipart["upload_id"].as_str().unwrap();
+        let urls = multipart["part_urls"].as_array().unwrap();
+        let complete = format!("/api/pending_closures/{id}/complete");
+
+        let (status, text) = c.post(&complete, None).await;
+        assert_eq!(status, 400, "{backend}: complete before any upload: {text}");
+
+        // S3 wants every part but the last to be at least 5 MiB.
+        let first = c
+            .put(urls[0].as_str().unwrap(), vec![1; 5 * 1024 * 1024])
+            .await;
+        let second = c.put(urls[1].as_str().unwrap(), vec![2; 100]).await;
+        let parts = |list: Value| json!({"object_key": NAR, "upload_id": upload_id, "parts": list});
+        let zeros = format!("\"{}\"", "0".repeat(64));
+        let other_nar = format!("nar/{}.nar.zst", "0".repeat(52));
+        let refused = [
+            (
+                "a wrong ETag",
+                parts(json!([{"part_number": 1, "etag": zeros}])),
+                400,
+            ),
+            (
+                "a part never uploaded",
+                parts(
+                    json!([{"part_number": 1, "etag": first}, {"part_number": 3, "etag": second}]),
+                ),
+                400,
+            ),
+            (
+                "a part listed twice",
+                parts(
+                    json!([{"part_number": 1, "etag": first}, {"part_number": 1, "etag": first},
+                             {"part_number": 2, "etag": second}]),
+                ),
+                400,
+            ),
+            (
+                "part number 0",
+                parts(json!([{"part_number": 0, "etag": first}])),
+                400,
+            ),
+            ("no parts", parts(json!([])), 400),
+            (
+                "another key",
+                json!({"object_key": other_nar, "upload_id": upload_id,
+                       "parts": [{"part_number": 1, "etag": first}]}),
+                404,
+            ),
+            (
+                "an unknown upload",
+                json!({"object_key": NAR, "upload_id": "0".repeat(32),
+                       "parts": [{"part_number": 1, "etag": first}]}),
+                404,
+            ),
+        ];
+        for (name, body, expected) in refused {
+            let (status, text) = c.post("/api/multipart/complete", Some(&body)).await;
+            assert_eq!(status, expected, "{backend}: {name}: {text}");
+            assert!(!text.trim().is_empty(), "{backend}: {name}: no message");
+            assert!(!c.present(NAR).await, "{backend}: {name} stored the NAR");
+        }
+
+        // The upload is still open: parts out of order are put in order and complete it.
+        let unsorted = parts(json!([{"part_number": 2, "etag": second},
+                                    {"part_number": 1, "etag": first}]));
+        let (status, text) = c.post("/api/multipart/complete", Some(&unsorted)).await;
+        assert_eq!(status, 204, "{backend}: unsorted parts: {text}");
+        assert!(c.present(NAR).await, "{backend}");
+        let (status, _) = c.post("/api/multipart/complete", Some(&unsorted)).await;
+        assert_eq!(status, 404, "{backend}: a completed upload is gone");
+
+        let sign = format!("/api/pending_closures/{id}/sign");
+        let own_path = format!("/nix/store/{HASH}-x");
+        let (status, text) = c.post(&sign, Some(&sign_request(NAR, &own_path))).await;
+        assert_eq!(status, 403, "{backend}: signing a NAR key: {text}");
+        let foreign = format!("/nix/store/{}-x", "1".repeat(32));
+        let (status, text) = c.post(&sign, Some(&sign_request(&narinfo, &foreign))).await;
+        assert_eq!(status, 403, "{backend}: signing another path: {text}");
+        let (status, first_sig) = c
+            .post(&sign, Some(&sign_request(&narinfo, &own_path)))
+            .await;
+        assert_eq!(status, 200, "{backend}: {first_sig}");
+        let (status, second_sig) = c
+            .post(&sign, Some(&sign_request(&narinfo, &own_path)))
+            .await;
+        assert_eq!(
+            (status, &second_sig),
+            (200, &first_sig),
+            "{backend}: signing is repeatable"
+        );
+
+        let (status, text) = c.post(&complete, None).await;
+        assert_eq!(
+            status, 400,
+            "{backend}: complete without the narinfo: {text}"
+        );
+        assert!(text.contains(&narinfo), "{backend}: {text}");
+        let url = started["pending_objects"][&narinfo]["presigned_url"]
+            .as_str()
+            .unwrap();
+        c.put(url, format!("StorePath: {own_path}\n").into_bytes())
+            .await;
+        let (status, text) = c.post(&complete, None).await;
+        assert_eq!(status, 204, "{backend}: {text}");
+        for (step, path, body) in [
+            ("complete again", complete.clone(), None),
+            (
+                "sign after complete",
+                sign.clone(),
+                Some(sign_request(&narinfo, &own_path)),
+            ),
+        ] {
+            let (status, text) = c.post(&path, body.as_ref()).await;
+            assert_eq!(status, 404, "{backend}: {step}: {text}");
+        }
+    }
+}
