@@ -7,8 +7,8 @@ pub mod state;
 use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 
 use crate::storage::Storage;
