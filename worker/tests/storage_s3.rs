@@ -392,3 +392,39 @@ async fn presigned_urls_use_the_public_endpoint() {
         .unwrap();
     assert!(s.head("a.narinfo").await.unwrap().is_some());
 }
+
+/// Two open uploads with one part each; the part URLs answer 404 once aborted.
+async fn open_uploads(s: &Storage, keys: &[&str]) -> Vec<(String, String, String)> {
+    let mut open = Vec::new();
+    for key in keys {
+        let id = s.create_multipart(key).await.unwrap();
+        let url = s
+            .presign_part(key, &id, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(http_put(&url, &[], vec![1; 100]).await.status(), 200);
+        open.push((key.to_string(), id, url));
+    }
+    open
+}
+
+#[tokio::test]
+async fn abort_all_goes_on_past_an_upload_it_cannot_abort() {
+    let (_bucket, s) = store("s3-abort-all", "").await;
+    let open = open_uploads(&s, &["nar/one.nar", "nar/two.nar"]).await;
+    // The unabortable one first, one at a time: the others must still be aborted.
+    let mut uploads = vec![("nar/../escape.nar".to_string(), "x".to_string())];
+    uploads.extend(open.iter().map(|(k, id, _)| (k.clone(), id.clone())));
+    let failed = s.abort_all(&uploads, 1).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "nar/../escape.nar");
+    assert!(
+        matches!(failed[0].1, StorageError::InvalidInput { .. }),
+        "{:?}",
+        failed[0].1
+    );
+    for (key, _, url) in &open {
+        let late = http_put(url, &[], b"late".to_vec()).await;
+        assert_eq!(late.status(), 404, "{key} still open");
+    }
+}

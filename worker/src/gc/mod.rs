@@ -21,6 +21,8 @@ const SWEEP_BATCH: i64 = 10_000;
 const BUCKET_BATCH: usize = 1000;
 /// Bucket requests in flight at once during a sweep batch.
 const BUCKET_REQUESTS: usize = 4;
+/// Multipart uploads of abandoned sessions aborted at once.
+const ABORT_CONCURRENCY: usize = 8;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -54,6 +56,9 @@ pub struct GcSummary {
     pub bytes_deleted: i64,
     /// Objects the bucket refused to delete (kept; retried next run).
     pub failures: u64,
+    /// Multipart uploads of abandoned sessions the bucket refused to abort (left to its
+    /// lifecycle rule).
+    pub uploads_not_aborted: u64,
     /// Wall time of the run in milliseconds.
     pub duration_ms: u64,
     /// Of which the first half: stale sessions, root expiry and the mark.
@@ -142,13 +147,15 @@ pub async fn mark_phase(
         let cutoff = now - ms(options.failed_uploads_older_than);
         let (sessions, uploads) = db::pending::delete_started_before(db, cutoff, now).await?;
         summary.stale_sessions = sessions;
-        for (key, upload_id) in uploads {
-            match storage.abort_multipart(&key, &upload_id).await {
-                // Already completed or aborted (e.g. by a concurrent cleanup): nothing left.
-                Ok(()) | Err(StorageError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // Best effort: an upload left open only costs storage until the bucket's
+        // lifecycle rule removes it, so it does not stop the collection.
+        summary.uploads_not_aborted = storage
+            .abort_all(&uploads, ABORT_CONCURRENCY)
+            .await
+            .into_iter()
+            // Already completed or aborted (e.g. by a concurrent cleanup): nothing left.
+            .filter(|(_, e)| !matches!(e, StorageError::NotFound { .. }))
+            .count() as u64;
     }
     let root_cutoff = now - ms(options.older_than);
     summary.roots_expired = db::gc::expire_roots(db, root_cutoff, options.dry_run).await?;

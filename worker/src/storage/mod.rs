@@ -137,6 +137,37 @@ impl Storage {
         dispatch!(self, s => s.abort_multipart(key, upload_id).await)
     }
 
+    /// Aborts every multipart upload `(key, upload id)`, `concurrency` at a time, going
+    /// on past failures (each is logged). Returns those that could not be aborted: they
+    /// cost storage until the bucket's lifecycle rule removes them, nothing else.
+    pub async fn abort_all(
+        &self,
+        uploads: &[(String, String)],
+        concurrency: usize,
+    ) -> Vec<(String, StorageError)> {
+        use futures::StreamExt;
+        // Collected first: a lazy map over borrowed items makes the future not `Send`
+        // for every lifetime, which axum handlers and `tokio::spawn` need.
+        let aborts: Vec<_> = uploads
+            .iter()
+            .map(|(key, upload_id)| {
+                let (key, upload_id) = (key.clone(), upload_id.clone());
+                async move {
+                    let result = self.abort_multipart(&key, &upload_id).await;
+                    if let Err(e) = &result {
+                        tracing::warn!(key, upload_id, "cannot abort a multipart upload: {e}");
+                    }
+                    result.err().map(|e| (key, e))
+                }
+            })
+            .collect();
+        let results: Vec<Option<(String, StorageError)>> = futures::stream::iter(aborts)
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().flatten().collect()
+    }
+
     /// A URL through which anyone may GET `key` until `expires` has passed, when the
     /// backend has such URLs (S3); `None` for the local directory (serve it instead).
     pub async fn presign_get(&self, key: &str, expires: Duration) -> Result<Option<String>> {

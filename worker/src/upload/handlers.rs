@@ -255,8 +255,19 @@ async fn cleanup(
     let older_than = parse_duration(query.older_than.as_deref().unwrap_or("1h"))?;
     let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
     let (_, uploads) = pending::delete_started_before(state.db(), cutoff, now_ms()).await?;
-    for (key, upload_id) in uploads {
-        state.storage().abort_multipart(&key, &upload_id).await?;
+    // The sessions are gone whatever happens now: try every upload, not up to the first
+    // that fails, which would leave the rest open with nothing left to find them by.
+    let failed = state
+        .storage()
+        .abort_all(&uploads, STORAGE_CONCURRENCY)
+        .await;
+    if let Some((key, first)) = failed.first() {
+        return Err(ApiError::Internal(format!(
+            "{} of {} multipart uploads could not be aborted and are left to the \
+             bucket's lifecycle rule; the first, of {key}: {first}",
+            failed.len(),
+            uploads.len()
+        )));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -236,16 +236,8 @@ async fn create_multiparts(
 /// effort: an upload left open costs storage until the bucket's lifecycle rule removes
 /// it, nothing else).
 async fn abort(state: &AppState, uploads: &[(String, String)]) {
-    let aborts: Vec<_> = uploads
-        .iter()
-        .map(|(key, upload_id)| async move {
-            if let Err(e) = state.storage().abort_multipart(key, upload_id).await {
-                tracing::warn!(key, upload_id, "cannot abort a multipart upload: {e}");
-            }
-        })
-        .collect();
-    futures::stream::iter(aborts)
-        .buffer_unordered(STORAGE_CONCURRENCY)
-        .collect::<Vec<()>>()
+    state
+        .storage()
+        .abort_all(uploads, STORAGE_CONCURRENCY)
         .await;
 }
