@@ -19,6 +19,7 @@ use super::key::{normalize_prefix, validate_key, validate_prefix};
 use super::s3_body::{from_sdk, sdk_body};
 use super::s3_error::map_sdk_error;
 use super::s3_get;
+use super::s3_http::GetClient;
 use super::s3_presign::{QuickPresigner, PROBE_KEY};
 use super::{
     check_expiry, ByteRange, Conditions, ContentRange, DeleteFailure, GetObject, ListedObject,
@@ -38,10 +39,9 @@ pub struct S3Store {
     /// Signs upload URLs without the SDK's per-request overhead; set up on first use,
     /// `None` when the SDK's URLs do not have the expected shape (then the SDK signs).
     pub(crate) quick: Arc<OnceCell<Option<QuickPresigner>>>,
-    /// Signs the worker's own GETs for the internal endpoint, like `quick` (read proxy).
-    quick_get: Arc<OnceCell<Option<QuickPresigner>>>,
-    /// Sends those GETs, keeping connections alive.
-    http: reqwest::Client,
+    /// Signs the worker's own GETs for the internal endpoint, like `quick` (read proxy),
+    /// and the client that sends them, keeping connections alive.
+    quick_get: Arc<OnceCell<Option<(QuickPresigner, GetClient)>>>,
     /// Where the presigning client gets its credentials (the quick presigner asks too).
     credentials: Option<SharedCredentialsProvider>,
 }
@@ -98,10 +98,6 @@ impl S3Store {
             prefix: normalize_prefix(&config.prefix),
             quick: Arc::new(OnceCell::new()),
             quick_get: Arc::new(OnceCell::new()),
-            http: reqwest::Client::builder()
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
-                .map_err(|e| StorageError::other("configure", &config.bucket, e))?,
             credentials: shared.credentials_provider(),
         })
     }
@@ -161,8 +157,8 @@ impl S3Store {
     ) -> Result<GetObject> {
         const OP: &str = "get";
         let full = self.full_key(OP, key)?;
-        if let Some(quick) = self.quick_get().await {
-            return s3_get::get(&self.http, quick, &full, key, range, conditions).await;
+        if let Some((quick, http)) = self.quick_get().await {
+            return s3_get::get(http, quick, &full, key, range, conditions).await;
         }
         let out = self
             .client
@@ -385,10 +381,19 @@ impl S3Store {
             .as_ref()
     }
 
-    /// The quick presigner for the worker's own GETs (the internal endpoint).
-    async fn quick_get(&self) -> Option<&QuickPresigner> {
+    /// The quick presigner and HTTP client for the worker's own GETs (the internal
+    /// endpoint); `None`: the SDK sends them.
+    async fn quick_get(&self) -> Option<&(QuickPresigner, GetClient)> {
         self.quick_get
-            .get_or_init(|| self.probe(&self.client))
+            .get_or_init(|| async {
+                let quick = self.probe(&self.client).await?;
+                let http = GetClient::new(quick.base())
+                    .map_err(|e| {
+                        tracing::info!("no HTTP client for quick GETs, the SDK sends them: {e}")
+                    })
+                    .ok()?;
+                Some((quick, http))
+            })
             .await
             .as_ref()
     }

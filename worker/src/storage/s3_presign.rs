@@ -111,6 +111,11 @@ impl QuickPresigner {
         })
     }
 
+    /// What every URL signed here starts with, e.g. `http://127.0.0.1:3900/bucket/`.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The keys for `now`'s day from the current credentials (derived once per day).
     async fn keys(&self, now: SystemTime, day: &str) -> Result<Arc<DayKeys>, String> {
         let mut guard = self.signer.lock().await;
