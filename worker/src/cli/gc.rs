@@ -80,6 +80,13 @@ fn report(summary: &GcSummary, json_only: bool) {
             summary.failures,
             summary.duration_ms
         );
+        if summary.uploads_not_aborted > 0 {
+            eprintln!(
+                "gc: {} multipart uploads of abandoned sessions could not be aborted (see the \
+                 warnings above); the bucket's lifecycle rule for incomplete uploads removes them",
+                summary.uploads_not_aborted
+            );
+        }
     }
     println!("{line}");
     if std::path::Path::new(TERMINATION_LOG).exists() {
