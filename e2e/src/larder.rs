@@ -57,6 +57,23 @@ pub fn larder_bin() -> PathBuf {
 }
 
 impl Worker {
+    /// One worker on each backend, for tests that ask both the same thing: the embedded
+    /// default (SQLite and a folder; test name `{test}-dir`) and PostgreSQL with Garage
+    /// (`{test}-s3`).
+    pub fn on_both_backends(test: &str) -> Vec<(&'static str, Worker)> {
+        let embedded = Worker::start(&format!("{test}-dir"), Backend::Embedded, &[]);
+        let name = format!("{test}-s3");
+        let s3 = Worker::start(
+            &name,
+            Backend::Postgres {
+                database: crate::postgres::database(&name),
+                bucket: crate::garage::bucket(&name),
+            },
+            &[],
+        );
+        vec![("directory", embedded), ("S3", s3)]
+    }
+
     /// The worker's process id (to read its CPU time from /proc).
     pub fn pid(&self) -> u32 {
         self.service.pid()

@@ -20,4 +20,5 @@ pub mod niks3;
 pub mod nix;
 pub mod postgres;
 pub mod process;
+pub mod raw_http;
 pub mod tools;

@@ -175,27 +175,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
 /// the worker must refuse it from the header alone, before the body arrives (a
 /// client still streaming a body would race the early response and see a reset).
 async fn oversized_status(base: &str, token: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let addr = larder_e2e::raw_http::authority(base);
     let head = format!(
         "POST /api/pending_closures HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
         65 * 1024 * 1024
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut response),
-    )
-    .await;
-    assert!(read.is_ok(), "the worker waited for a body it will refuse");
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+    larder_e2e::raw_http::status(base, &head).await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use larder_e2e::larder::{Backend, Worker};
+use larder_e2e::larder::Worker;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -26,17 +26,7 @@ fn narinfo_text() -> String {
 /// A worker on each backend, each holding one committed closure whose narinfo is stored
 /// zstd-compressed with `Content-Encoding: zstd`, as niks3 and `larder push` store it.
 async fn workers(test: &str) -> Vec<(&'static str, Worker)> {
-    let embedded = Worker::start(&format!("{test}-dir"), Backend::Embedded, &[]);
-    let name = format!("{test}-s3");
-    let s3 = Worker::start(
-        &name,
-        Backend::Postgres {
-            database: larder_e2e::postgres::database(&name),
-            bucket: larder_e2e::garage::bucket(&name),
-        },
-        &[],
-    );
-    let workers = vec![("directory", embedded), ("S3", s3)];
+    let workers = Worker::on_both_backends(test);
     for (_, worker) in &workers {
         commit(worker).await;
     }
@@ -289,18 +279,9 @@ async fn conditional_reads_follow_rfc_9110() {
 /// Status of a GET of `path` sent byte for byte as written (HTTP clients normalise
 /// `%2e%2e` and `..` away before sending; an attacker's does not).
 async fn raw_status(base: &str, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let addr = larder_e2e::raw_http::authority(base);
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+    larder_e2e::raw_http::status(base, &head).await
 }
 
 #[tokio::test]

@@ -6,25 +6,11 @@
 //! completing again. A refused step leaves the upload as it was: still open, the object
 //! still absent.
 
-use larder_e2e::larder::{Backend, Worker};
+use larder_e2e::larder::Worker;
 use serde_json::{json, Value};
 
 const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 const NAR: &str = "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar.zst";
-
-fn workers(test: &str) -> Vec<(&'static str, Worker)> {
-    let embedded = Worker::start(&format!("{test}-dir"), Backend::Embedded, &[]);
-    let name = format!("{test}-s3");
-    let s3 = Worker::start(
-        &name,
-        Backend::Postgres {
-            database: larder_e2e::postgres::database(&name),
-            bucket: larder_e2e::garage::bucket(&name),
-        },
-        &[],
-    );
-    vec![("directory", embedded), ("S3", s3)]
-}
 
 struct Client<'a> {
     worker: &'a Worker,
@@ -77,7 +63,7 @@ fn sign_request(key: &str, store_path: &str) -> Value {
 
 #[tokio::test]
 async fn repeated_and_malformed_steps_change_nothing_on_either_backend() {
-    for (backend, worker) in workers("upload-edges") {
+    for (backend, worker) in Worker::on_both_backends("upload-edges") {
         let c = Client {
             worker: &worker,
             http: reqwest::Client::new(),
