@@ -138,11 +138,16 @@ async fn spec_changes_update_children_and_roll_the_workers() {
             .ok_or_else(|| format!("{image:?}"))
     })
     .await;
-    let cache: BinaryCache = get(&client, &ns, "main").await.unwrap();
-    assert_eq!(
-        cache.status.unwrap().migrated_image.as_deref(),
-        Some(new_image)
-    );
+    // The status is written after the Deployment in the same reconcile: wait for it
+    // rather than race it.
+    eventually("the status records the migrated image", WAIT, async || {
+        let cache: BinaryCache = get(&client, &ns, "main").await.ok_or("gone")?;
+        let migrated = cache.status.and_then(|s| s.migrated_image);
+        (migrated.as_deref() == Some(new_image))
+            .then_some(())
+            .ok_or_else(|| format!("{migrated:?}"))
+    })
+    .await;
 
     // The bucket is immutable: the API server refuses the change (CEL in the CRD).
     let refused = caches
