@@ -21,7 +21,10 @@ enum Fault {
     /// Answers 503 with `Retry-After: 2` without passing the request on.
     Throttle { suffix: &'static str },
     /// Passes the request on, then tells the client 502 instead of the worker's answer.
-    LoseAnswer { suffix: &'static str },
+    /// With `forget`, a retry of that very request is answered 404 without passing it
+    /// on, as a worker that keeps no record of committed sessions (before schema 0005)
+    /// answers a retried commit.
+    LoseAnswer { suffix: &'static str, forget: bool },
 }
 
 #[derive(Clone)]
@@ -29,7 +32,8 @@ struct Proxy {
     upstream: String,
     http: reqwest::Client,
     fault: Fault,
-    fired: Arc<Mutex<bool>>,
+    /// The path of the request the fault hit, once it has.
+    fired: Arc<Mutex<Option<String>>>,
     /// Every request's path and arrival time.
     seen: Arc<Mutex<Vec<(String, Instant)>>>,
 }
@@ -41,7 +45,7 @@ impl Proxy {
             upstream: upstream.to_string(),
             http: reqwest::Client::new(),
             fault,
-            fired: Arc::new(Mutex::new(false)),
+            fired: Arc::new(Mutex::new(None)),
             seen: Arc::new(Mutex::new(Vec::new())),
         };
         let app = axum::Router::new()
@@ -69,12 +73,21 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         .lock()
         .unwrap()
         .push((path.clone(), Instant::now()));
-    let (suffix, throttle) = match proxy.fault {
-        Fault::Throttle { suffix } => (suffix, true),
-        Fault::LoseAnswer { suffix } => (suffix, false),
+    let (suffix, throttle, forget) = match proxy.fault {
+        Fault::Throttle { suffix } => (suffix, true, false),
+        Fault::LoseAnswer { suffix, forget } => (suffix, false, forget),
     };
-    let fire =
-        path.ends_with(suffix) && !std::mem::replace(&mut *proxy.fired.lock().unwrap(), true);
+    let fire = {
+        let mut fired = proxy.fired.lock().unwrap();
+        if forget && fired.as_deref() == Some(path.as_str()) {
+            return (StatusCode::NOT_FOUND, "no pending closure\n").into_response();
+        }
+        let fire = path.ends_with(suffix) && fired.is_none();
+        if fire {
+            *fired = Some(path.clone());
+        }
+        fire
+    };
     if fire && throttle {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -148,18 +161,16 @@ async fn a_throttled_start_is_retried_after_the_time_the_worker_asks() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_commit_whose_answer_was_lost_is_not_a_failed_push() {
-    let paths = closure("push-lost-commit");
-    let worker = Worker::start("push-lost-commit", Backend::Embedded, &[]);
-    let (url, proxy) = Proxy::start(
-        &worker.url,
-        Fault::LoseAnswer {
-            suffix: "/complete",
-        },
-    )
-    .await;
-    // The worker commits, the client hears 502, retries, and the session is gone (404).
+/// Pushes `test`'s closure through a proxy that loses the first commit's answer;
+/// returns the proxy, to count what the client sent.
+async fn push_losing_the_commit_answer(test: &str, forget: bool) -> Proxy {
+    let paths = closure(test);
+    let worker = Worker::start(test, Backend::Embedded, &[]);
+    let fault = Fault::LoseAnswer {
+        suffix: "/complete",
+        forget,
+    };
+    let (url, proxy) = Proxy::start(&worker.url, fault).await;
     let summary = push_through(&url, &worker, &paths[1..]).await;
     assert_eq!(summary.paths_uploaded, 2, "{summary:?}");
     assert!(
@@ -172,5 +183,30 @@ async fn a_commit_whose_answer_was_lost_is_not_a_failed_push() {
         (again.paths_uploaded, again.objects_uploaded),
         (0, 0),
         "{again:?}"
+    );
+    proxy
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_answer_was_lost_is_not_a_failed_push() {
+    // The worker commits, the client hears 502 and retries; the worker remembers the
+    // session it committed and answers the retry 204.
+    let proxy = push_losing_the_commit_answer("push-lost-commit", false).await;
+    assert_eq!(
+        proxy.times_seen("/api/pending_closures").len(),
+        1,
+        "the retry was answered, no second session needed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_commit_answer_and_a_forgotten_session_are_not_a_failed_push() {
+    // As against a worker without a record of committed sessions: the retry hears 404,
+    // and the client proves the commit by a second session that needs nothing.
+    let proxy = push_losing_the_commit_answer("push-lost-commit-404", true).await;
+    assert_eq!(
+        proxy.times_seen("/api/pending_closures").len(),
+        2,
+        "the client confirmed the commit with a second session"
     );
 }

@@ -339,11 +339,13 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
         query.execute(&mut *tx).await.context("commit references")?;
     }
     sqlx::query(
-        "INSERT INTO closures (key, created_at, updated_at) VALUES ($1, $2, $2) \
-         ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+        "INSERT INTO closures (key, created_at, updated_at, last_session) VALUES ($1, $2, $2, $3) \
+         ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at, \
+         last_session = excluded.last_session",
     )
     .bind(&closure)
     .bind(now)
+    .bind(id)
     .execute(&mut *tx)
     .await
     .context("record the closure root")?;
@@ -355,6 +357,18 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<bool, DbError> {
         .context("remove the pending closure")?;
     tx.commit().await.context("commit the closure")?;
     Ok(true)
+}
+
+/// Whether session `id` committed the root that holds it now: a commit retried after its
+/// answer was lost finds its session gone but its root here. (A later session of the same
+/// root takes the root over; then a retry of the first is told 404, as before.)
+pub async fn was_committed(db: &Db, id: i64) -> Result<bool, DbError> {
+    let row = sqlx::query("SELECT 1 FROM closures WHERE last_session = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+        .context("look up a committed session")?;
+    Ok(row.is_some())
 }
 
 /// Whether `upload_id` is an open multipart upload of `key`.

@@ -198,9 +198,9 @@ async fn complete(
 ) -> Result<StatusCode, ApiError> {
     state.authorize(&headers, Scope::Push)?;
     let id = session_id(&id)?;
-    let objects = pending::objects(state.db(), id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pending closure {id}")))?;
+    let Some(objects) = pending::objects(state.db(), id).await? else {
+        return completed_before(&state, id).await;
+    };
     // Commit nothing the bucket lacks: a root must never point at a missing object.
     let storage = state.storage();
     let checks: Vec<_> = objects
@@ -225,9 +225,19 @@ async fn complete(
         )));
     }
     if !pending::complete(state.db(), id, now_ms()).await? {
-        return Err(ApiError::NotFound(format!("no pending closure {id}")));
+        // Another request committed it meanwhile.
+        return completed_before(&state, id).await;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A commit of a session that is gone: 204 if that session committed (the client
+/// retries because the first answer was lost), else 404.
+async fn completed_before(state: &AppState, id: i64) -> Result<StatusCode, ApiError> {
+    if pending::was_committed(state.db(), id).await? {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::NotFound(format!("no pending closure {id}")))
 }
 
 #[derive(Debug, serde::Deserialize)]
