@@ -86,6 +86,13 @@ pub fn closure_objects(req: &PendingClosureRequest) -> Result<Vec<ClosureObject>
             reason,
         };
         ObjectKey::parse_as(&object.key, object.kind).map_err(|e| bad(e.to_string()))?;
+        // niks3's key patterns allow a build log named `.x`; no storage can hold it.
+        crate::storage::validate_key("plan", &object.key).map_err(|e| match e {
+            crate::storage::StorageError::InvalidInput { reason, .. } => {
+                bad(format!("storage cannot hold this key: {reason}"))
+            }
+            other => bad(other.to_string()),
+        })?;
         if object.refs.len() > MAX_REFS {
             return Err(bad(format!(
                 "{} references; at most {MAX_REFS}",
@@ -243,6 +250,15 @@ mod tests {
             closure_objects(&request(bad_ref)),
             Err(PlanError::BadObject { .. })
         ));
+
+        let mut dotted = valid();
+        dotted.push(object("log/..zlogout.drv", ObjectType::BuildLog, &[]));
+        match closure_objects(&request(dotted)) {
+            Err(PlanError::BadObject { reason, .. }) => {
+                assert!(reason.contains("starts with '.'"), "{reason}")
+            }
+            other => panic!("a key storage cannot hold was accepted: {other:?}"),
+        }
 
         let mut server_owned = valid();
         server_owned.push(object("nix-cache-info", ObjectType::Narinfo, &[]));
