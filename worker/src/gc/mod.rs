@@ -148,14 +148,11 @@ pub async fn mark_phase(
         let (sessions, uploads) = db::pending::delete_started_before(db, cutoff, now).await?;
         summary.stale_sessions = sessions;
         // Best effort: an upload left open only costs storage until the bucket's
-        // lifecycle rule removes it, so it does not stop the collection.
-        summary.uploads_not_aborted = storage
-            .abort_all(&uploads, ABORT_CONCURRENCY)
-            .await
-            .into_iter()
-            // Already completed or aborted (e.g. by a concurrent cleanup): nothing left.
-            .filter(|(_, e)| !matches!(e, StorageError::NotFound { .. }))
-            .count() as u64;
+        // lifecycle rule removes it, so it does not stop the collection. (One already
+        // completed or aborted, e.g. by a concurrent cleanup, is no failure: aborting an
+        // unknown upload succeeds.)
+        summary.uploads_not_aborted =
+            storage.abort_all(&uploads, ABORT_CONCURRENCY).await.len() as u64;
     }
     let root_cutoff = now - ms(options.older_than);
     summary.roots_expired = db::gc::expire_roots(db, root_cutoff, options.dry_run).await?;
