@@ -138,11 +138,17 @@ async fn report_invalid(
     ctx: &Context,
     invalid: &InvalidCache,
 ) -> Result<Action, Error> {
-    let was = cache
+    // Read from the API server, not the controller's cache: a reconcile queued while
+    // the last one ran may get the object without the status that one just wrote, and
+    // would warn a second time.
+    let namespace = cache.namespace().ok_or(Error::Metadata("namespace"))?;
+    let latest = get::<BinaryCache>(&ctx.client, &namespace, &cache.name_any()).await?;
+    let was = latest
+        .as_ref()
+        .unwrap_or(cache)
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| (c.reason.clone(), c.observed_generation));
+        .and_then(|s| events::ready_reason(&s.conditions));
     // One Warning per new reason or generation, not one per retry.
     if was != Some((invalid.reason().to_string(), cache.metadata.generation)) {
         let note = Note {

@@ -6,10 +6,20 @@
 //! reason (validation messages) go through a recorder of their own.
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::Resource;
 
 use super::apply::Applied;
+
+/// The reason and observed generation of the `Ready` condition among `conditions`: what
+/// the Warning about an invalid object was last published for.
+pub fn ready_reason(conditions: &[Condition]) -> Option<(String, Option<i64>)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason.clone(), c.observed_generation))
+}
 
 /// One Event to publish about a reconciled object.
 #[derive(Clone, Debug)]

@@ -115,11 +115,15 @@ async fn report_invalid(
     ctx: &Context,
     invalid: &InvalidGcPolicy,
 ) -> Result<Action, Error> {
-    let was = policy
+    // From the API server, not the controller's cache (see the cache's report_invalid).
+    let namespace = policy.namespace().ok_or(Error::Metadata("namespace"))?;
+    let latest = get::<GCPolicy>(&ctx.client, &namespace, &policy.name_any()).await?;
+    let was = latest
+        .as_ref()
+        .unwrap_or(policy)
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| (c.reason.clone(), c.observed_generation));
+        .and_then(|s| events::ready_reason(&s.conditions));
     if was != Some((invalid.reason().to_string(), policy.metadata.generation)) {
         let note = Note {
             type_: EventType::Warning,
