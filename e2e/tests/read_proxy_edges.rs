@@ -303,7 +303,7 @@ async fn encoded_paths_never_leave_the_cache() {
             "/nix-cache-index/journal/%2e%2e%2f%2e%2e%2fsigning-key",
             "/.upload-secret",
             "/.multipart",
-            // A build log key of a legal shape that no backend can store.
+            // Build log keys that niks3's pattern allows but no backend can store.
             "/log/..zlogout.drv",
             "/log/.upload-secret.drv",
         ] {

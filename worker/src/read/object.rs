@@ -53,14 +53,10 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
     }
     let raw = request.uri().path().trim_start_matches('/');
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-    // A key of a valid shape that storage cannot hold (`log/..zlogout.drv`: a component
-    // starting with `.`) is just as absent; it is not a bad request.
-    let key = ObjectKey::parse(&decoded)
-        .ok()
-        .filter(|k| crate::storage::validate_key("get", k.as_str()).is_ok())
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no such object: {}", crate::nix::preview(raw)))
-        })?;
+    // A key that cannot exist is simply absent: the read side answers 404, not 400.
+    let key = ObjectKey::parse(&decoded).ok().ok_or_else(|| {
+        ApiError::NotFound(format!("no such object: {}", crate::nix::preview(raw)))
+    })?;
     let kind = key.object_type();
 
     if kind == ObjectType::Nar && state.read_options().redirect_nars {

@@ -2,8 +2,8 @@
 
 use super::StorageError;
 
-/// Longest key accepted (S3's limit is 1024 bytes, prefix included).
-const MAX_KEY_LEN: usize = 900;
+/// Longest key accepted: the same limit object keys have.
+const MAX_KEY_LEN: usize = crate::nix::object_key::MAX_KEY_LEN;
 
 /// Checks that `key` is a relative, `/`-separated path that cannot escape a root.
 ///
