@@ -144,6 +144,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ("absolute key", f.post("/api/pending_closures", push).json(&traversal("/etc/passwd")), 400),
         ("encoded traversal", f.post("/api/pending_closures", push).json(&traversal("log/%2e%2e%2fx.drv")), 400),
         ("server-owned key", f.post("/api/pending_closures", push).json(&traversal("nix-cache-info")), 400),
+        ("hidden segment", f.post("/api/pending_closures", push).json(&traversal("log/..zlogout.drv")), 400),
+        ("reference outside the closure", f.post("/api/pending_closures", push).json(&json!({"closure": format!("{HASH}.narinfo"), "objects": [
+            {"key": format!("{HASH}.narinfo"), "type": "narinfo", "refs": [format!("{}.narinfo", "1".repeat(32))]}]})), 400),
         ("unknown session sign", f.post("/api/pending_closures/999999/sign", push).json(&json!({"narinfos": {}})), 404),
         ("non-numeric session", f.post("/api/pending_closures/abc/complete", push), 404),
         ("unknown session complete", f.post("/api/pending_closures/999999/complete", push), 404),

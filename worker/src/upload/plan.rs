@@ -35,6 +35,8 @@ pub enum PlanError {
     RootMissing(String),
     #[error("object {key:?}: {reason}")]
     BadObject { key: String, reason: String },
+    #[error("object {from:?} references {to:?}, which is not among the closure's objects; a closure must list every object it reaches")]
+    DanglingRef { from: String, to: String },
     #[error("object {0:?} is listed twice with different contents")]
     Conflict(String),
     #[error("part numbers {first}..{last} are outside 1..={MAX_PARTS}")]
@@ -86,13 +88,6 @@ pub fn closure_objects(req: &PendingClosureRequest) -> Result<Vec<ClosureObject>
             reason,
         };
         ObjectKey::parse_as(&object.key, object.kind).map_err(|e| bad(e.to_string()))?;
-        // niks3's key patterns allow a build log named `.x`; no storage can hold it.
-        crate::storage::validate_key("plan", &object.key).map_err(|e| match e {
-            crate::storage::StorageError::InvalidInput { reason, .. } => {
-                bad(format!("storage cannot hold this key: {reason}"))
-            }
-            other => bad(other.to_string()),
-        })?;
         if object.refs.len() > MAX_REFS {
             return Err(bad(format!(
                 "{} references; at most {MAX_REFS}",
@@ -135,6 +130,17 @@ pub fn closure_objects(req: &PendingClosureRequest) -> Result<Vec<ClosureObject>
     }
     if !by_key.contains_key(&req.closure) {
         return Err(PlanError::RootMissing(req.closure.clone()));
+    }
+    // Completeness: a committed root must reach only objects the cache holds. The session
+    // guarantees that for its own objects (uploaded, or present and protected from GC
+    // while it is open); a reference outside them could name anything.
+    for object in by_key.values() {
+        if let Some(to) = object.refs.iter().find(|r| !by_key.contains_key(*r)) {
+            return Err(PlanError::DanglingRef {
+                from: object.key.clone(),
+                to: to.clone(),
+            });
+        }
     }
     Ok(by_key.into_values().collect())
 }
@@ -255,9 +261,20 @@ mod tests {
         dotted.push(object("log/..zlogout.drv", ObjectType::BuildLog, &[]));
         match closure_objects(&request(dotted)) {
             Err(PlanError::BadObject { reason, .. }) => {
-                assert!(reason.contains("starts with '.'"), "{reason}")
+                assert!(reason.contains("starting with `.`"), "{reason}")
             }
             other => panic!("a key storage cannot hold was accepted: {other:?}"),
+        }
+
+        // A reference to an object the closure does not list.
+        let mut dangling = valid();
+        dangling[0].refs.push(format!("{}.narinfo", "1".repeat(32)));
+        match closure_objects(&request(dangling)) {
+            Err(PlanError::DanglingRef { from, to }) => {
+                assert_eq!(from, valid()[0].key);
+                assert_eq!(to, format!("{}.narinfo", "1".repeat(32)));
+            }
+            other => panic!("a dangling reference was accepted: {other:?}"),
         }
 
         let mut server_owned = valid();
