@@ -53,11 +53,15 @@ impl Client<'_> {
 }
 
 fn sign_request(key: &str, store_path: &str) -> Value {
+    sign_request_with(key, store_path, &[])
+}
+
+fn sign_request_with(key: &str, store_path: &str, references: &[&str]) -> Value {
     json!({"narinfos": {key: {
         "store_path": store_path,
         "nar_hash": format!("sha256:{}", "0".repeat(52)),
         "nar_size": 1,
-        "references": [],
+        "references": references,
     }}})
 }
 
@@ -155,6 +159,15 @@ async fn repeated_and_malformed_steps_change_nothing_on_either_backend() {
         let foreign = format!("/nix/store/{}-x", "1".repeat(32));
         let (status, text) = c.post(&sign, Some(&sign_request(&narinfo, &foreign))).await;
         assert_eq!(status, 403, "{backend}: signing another path: {text}");
+        // A reference the session did not declare is one GC would not keep alive.
+        let undeclared = sign_request_with(&narinfo, &own_path, &[&foreign]);
+        let (status, text) = c.post(&sign, Some(&undeclared)).await;
+        assert_eq!(status, 403, "{backend}: an undeclared reference: {text}");
+        assert!(text.contains("did not declare"), "{backend}: {text}");
+        // A reference to itself needs no declaration.
+        let itself = sign_request_with(&narinfo, &own_path, &[&own_path]);
+        let (status, text) = c.post(&sign, Some(&itself)).await;
+        assert_eq!(status, 200, "{backend}: a self-reference: {text}");
         let (status, first_sig) = c
             .post(&sign, Some(&sign_request(&narinfo, &own_path)))
             .await;
@@ -188,5 +201,74 @@ async fn repeated_and_malformed_steps_change_nothing_on_either_backend() {
             .post(&sign, Some(&sign_request(&narinfo, &own_path)))
             .await;
         assert_eq!(status, 404, "{backend}: sign after complete: {text}");
+    }
+}
+
+/// A session that opened a multipart upload and committed without it (the object came
+/// by another session's upload) leaves no upload open in storage.
+#[tokio::test]
+async fn a_commit_aborts_the_uploads_its_session_left_open() {
+    for (backend, worker) in Worker::on_both_backends("upload-left-open") {
+        let c = Client {
+            worker: &worker,
+            http: reqwest::Client::new(),
+        };
+        let start = |hash: &str, nar_size: u64| {
+            let narinfo = format!("{hash}.narinfo");
+            json!({"closure": narinfo, "objects": [
+                {"key": narinfo, "type": "narinfo", "refs": [NAR]},
+                {"key": NAR, "type": "nar", "refs": [], "nar_size": nar_size}]})
+        };
+        let started = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        // B declares the NAR small and stores it with one PUT, but does not commit yet.
+        let other = "1123456789abcdfghijklmnpqrsvwxyz";
+        let (status, text) = c
+            .post("/api/pending_closures", Some(&start(other, 100)))
+            .await;
+        assert_eq!(status, 200, "{backend}: {text}");
+        let b = started(&text);
+        c.put(
+            b["pending_objects"][NAR]["presigned_url"].as_str().unwrap(),
+            vec![7; 100],
+        )
+        .await;
+        // A declares it large, so it gets a multipart upload. (Opened after B's PUT:
+        // Garage drops an upload older than the key's newest object by itself; S3 does
+        // not.)
+        let (status, text) = c
+            .post("/api/pending_closures", Some(&start(HASH, 30_000_000)))
+            .await;
+        assert_eq!(status, 200, "{backend}: {text}");
+        let a = started(&text);
+        let part_url = a["pending_objects"][NAR]["multipart_info"]["part_urls"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for (session, hash) in [(&b, other), (&a, HASH)] {
+            let narinfo = format!("{hash}.narinfo");
+            let url = session["pending_objects"][&narinfo]["presigned_url"]
+                .as_str()
+                .unwrap();
+            c.put(
+                url,
+                format!("StorePath: /nix/store/{hash}-x\n").into_bytes(),
+            )
+            .await;
+            let id = session["id"].as_str().unwrap();
+            let (status, text) = c
+                .post(&format!("/api/pending_closures/{id}/complete"), None)
+                .await;
+            assert_eq!(status, 204, "{backend}: complete {hash}: {text}");
+        }
+        // A's upload is gone from storage: its part URL no longer takes a part.
+        let status = c
+            .http
+            .put(&part_url)
+            .body(vec![1; 1024])
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 404, "{backend}: A's upload is still open");
     }
 }

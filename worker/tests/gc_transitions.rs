@@ -80,7 +80,7 @@ impl Fixture {
     /// Pushes and commits a closure at time `at`.
     async fn push(&self, root: &str, objects: &[ClosureObject], at: i64) {
         let (id, _) = self.start(root, objects, at).await;
-        assert!(pending::complete(&self.db, id, at).await.unwrap());
+        assert!(pending::complete(&self.db, id, at).await.unwrap().is_some());
     }
 
     async fn row(&self, key: &str) -> Option<(i64, Option<i64>)> {
@@ -199,7 +199,7 @@ async fn a_push_distrusts_a_marked_object_and_leaves_its_mark(f: Fixture) {
     assert_eq!(f.sweep(i64::MAX).await, 0);
     assert!(f.in_bucket(DEP).await);
     // …and the commit, with the bytes verified, clears the marks.
-    assert!(pending::complete(&f.db, id, 5000).await.unwrap());
+    assert!(pending::complete(&f.db, id, 5000).await.unwrap().is_some());
     assert_eq!(f.row(DEP).await.unwrap().1, None);
 }
 
@@ -288,7 +288,10 @@ async fn abandoned_sessions_go_and_their_uploads_are_swept(f: Fixture) {
     );
     assert_eq!(f.sweep(9500).await, 1);
     assert!(!f.in_bucket(ROOT).await && f.in_bucket(DEP).await);
-    assert!(pending::complete(&f.db, young.0, 9600).await.unwrap());
+    assert!(pending::complete(&f.db, young.0, 9600)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 on_both!(runs_are_exclusive_and_a_dry_run_changes_nothing);

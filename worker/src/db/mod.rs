@@ -15,7 +15,9 @@ pub mod index_epochs;
 pub mod journal;
 pub mod lease;
 pub mod pending;
+mod pending_commit;
 pub mod pending_files;
+pub mod pending_sign;
 pub mod pending_start;
 pub mod pins;
 
@@ -49,6 +51,8 @@ pub enum DbError {
              ({known}); run `larder migrate` (or `larder serve --migrate`)"
     )]
     SchemaTooOld { found: i64, known: i64 },
+    #[error("the database holds an invalid {what}: {reason}")]
+    Corrupt { what: String, reason: String },
     #[error("database query failed ({context}): {source}")]
     Query {
         context: &'static str,

@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Scope;
-use crate::db::{now_ms, pending};
+use crate::db::{now_ms, pending, pending_sign};
 use crate::nix::{NixHash, ObjectKey, ObjectType, StorePath};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -141,20 +141,18 @@ async fn sign(
     state.authorize(&headers, Scope::Push)?;
     let id = session_id(&id)?;
     let request: SignRequest = json(&body)?;
-    let objects = pending::objects(state.db(), id)
+    let narinfos = pending_sign::declared_narinfos(state.db(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no pending closure {id}")))?;
-    let narinfo_kind = plan::kind_code(ObjectType::Narinfo);
     let mut signatures = BTreeMap::new();
     for (key, fields) in &request.narinfos {
-        let pending = objects.binary_search_by(|o| o.key.as_str().cmp(key)).ok();
-        if pending.is_none_or(|i| objects[i].kind != narinfo_kind) {
-            return Err(ApiError::Forbidden(format!(
+        let declared = narinfos.get(key).ok_or_else(|| {
+            ApiError::Forbidden(format!(
                 "{} is not a pending narinfo of closure {id}",
                 crate::nix::preview(key)
-            )));
-        }
-        let fingerprint = fingerprint(key, fields)?;
+            ))
+        })?;
+        let fingerprint = fingerprint(key, fields, declared)?;
         let sigs = state
             .keys()
             .iter()
@@ -165,8 +163,10 @@ async fn sign(
     Ok(Json(SignResponse { signatures }))
 }
 
-/// The fingerprint of a narinfo, after checking it describes the path its key names.
-fn fingerprint(key: &str, fields: &NarinfoFields) -> Result<String, ApiError> {
+/// The fingerprint of a narinfo, after checking it describes the path its key names and
+/// references only paths whose narinfos it `declared` (sorted; else GC, which follows the
+/// declaration, could delete a path a signed narinfo promises).
+fn fingerprint(key: &str, fields: &NarinfoFields, declared: &[String]) -> Result<String, ApiError> {
     let bad = |what: String| ApiError::BadRequest(format!("{}: {what}", crate::nix::preview(key)));
     let path = StorePath::parse(&fields.store_path).map_err(|e| bad(e.to_string()))?;
     if key != format!("{}.narinfo", path.hash_part()) {
@@ -183,6 +183,22 @@ fn fingerprint(key: &str, fields: &NarinfoFields) -> Result<String, ApiError> {
         .map(|r| StorePath::parse(r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("references: {e}")))?;
+    if let Some(undeclared) = references
+        .iter()
+        // A path referring to itself needs no declaration: it is this very narinfo.
+        .filter(|r| **r != path)
+        .find(|r| {
+            declared
+                .binary_search(&format!("{}.narinfo", r.hash_part()))
+                .is_err()
+        })
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} references {undeclared}, but its pending closure did not declare that \
+             reference; declare every reference when starting the session",
+            crate::nix::preview(key)
+        )));
+    }
     Ok(crate::nix::signature::fingerprint(
         &path,
         &nar_hash,
@@ -224,10 +240,15 @@ async fn complete(
             shown.join(", ")
         )));
     }
-    if !pending::complete(state.db(), id, now_ms()).await? {
+    let Some(committed) = pending::complete(state.db(), id, now_ms()).await? else {
         // Another request committed it meanwhile.
         return completed_before(&state, id).await;
-    }
+    };
+    // The commit stands either way; an upload that cannot be aborted only costs storage
+    // until the bucket's lifecycle rule removes it (abort_all logs each).
+    storage
+        .abort_all(&committed.abandoned_uploads, STORAGE_CONCURRENCY)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,47 @@
+//! What signing checks a narinfo against: the narinfos a session declared, with the
+//! references each declared for GC.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::{Db, DbError, QueryContext};
+
+/// The narinfos of session `id` and the keys each references (sorted), by key; `None`
+/// when there is no such session.
+pub async fn declared_narinfos(
+    db: &Db,
+    id: i64,
+) -> Result<Option<BTreeMap<String, Vec<String>>>, DbError> {
+    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+        .context("look up the pending closure")?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows =
+        sqlx::query("SELECT key, refs FROM pending_objects WHERE pending_id = $1 AND kind = $2")
+            .bind(id)
+            .bind(crate::upload::plan::kind_code(
+                crate::nix::ObjectType::Narinfo,
+            ))
+            .fetch_all(db.pool())
+            .await
+            .context("list pending narinfos")?;
+    let mut narinfos = BTreeMap::new();
+    for row in &rows {
+        let key: String = row.try_get(0).context("decode key")?;
+        let refs: String = row.try_get(1).context("decode refs")?;
+        // Written by `pending_start` from a validated list; a row that does not parse
+        // is refused rather than read as "no references".
+        let mut refs: Vec<String> = serde_json::from_str(&refs).map_err(|e| DbError::Corrupt {
+            what: format!("references of pending object {key}"),
+            reason: e.to_string(),
+        })?;
+        refs.sort_unstable();
+        narinfos.insert(key, refs);
+    }
+    Ok(Some(narinfos))
+}
