@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use larder_e2e::larder::Worker;
+use larder_e2e::larder::{Backend, Worker};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -94,6 +94,9 @@ async fn ask(method: Method, url: &str, headers: &[(&str, &str)]) -> Answer {
         "etag",
         "last-modified",
         "content-encoding",
+        "content-type",
+        "cache-control",
+        "accept-ranges",
     ]
     .into_iter()
     .map(|name| {
@@ -199,6 +202,49 @@ async fn head_answers_with_the_headers_of_get_and_no_body() {
         assert_eq!(ranged.status, 206, "{backend}");
         assert_eq!(ranged.headers["content-length"], "10", "{backend}");
         assert!(ranged.body.is_empty(), "{backend}");
+        for range in ["bytes=10-19", "bytes=-5000", "bytes=1000-", "bytes=0-1,5-6"] {
+            let url = format!("{}/{NAR}", w.url);
+            let get = ask(Method::GET, &url, &[("Range", range)]).await;
+            let head = ask(Method::HEAD, &url, &[("Range", range)]).await;
+            assert_eq!(head.status, get.status, "{backend}: {range}");
+            assert_eq!(head.headers, get.headers, "{backend}: {range}");
+        }
+    }
+}
+
+/// A HEAD asks storage for headers, never for the bytes: a HEAD of a 1 GiB NAR must not
+/// read it from the bucket. Garage's log of the requests it got tells.
+#[tokio::test]
+async fn head_reads_no_bytes_from_the_bucket() {
+    for (backend, w) in workers("head-no-get").await {
+        let Backend::Postgres { bucket, .. } = &w.backend else {
+            continue;
+        };
+        let listing = format!("{HASH}.ls");
+        let absent = NAR.replace("1b8", "0b8");
+        let keys = [NAR, listing.as_str(), absent.as_str()];
+        let before = keys.map(|key| bucket.requests("GET", key));
+        let heads: [Case; 6] = [
+            (NAR, vec![], 200),
+            (NAR, vec![("Range", "bytes=10-19")], 206),
+            (NAR, vec![("Range", "bytes=1000-")], 416),
+            (NAR, vec![("If-None-Match", "*")], 304),
+            (&listing, vec![], 200),
+            (&absent, vec![], 404),
+        ];
+        for (key, headers, status) in heads {
+            let answer = ask(Method::HEAD, &format!("{}/{key}", w.url), &headers).await;
+            assert_eq!(answer.status, status, "{backend}: HEAD {key} {headers:?}");
+        }
+        for (key, before) in keys.into_iter().zip(before) {
+            assert_eq!(
+                bucket.requests("GET", key),
+                before,
+                "{backend}: a HEAD of {key} sent a GET to the bucket"
+            );
+            // Not vacuous: Garage logged the worker's requests.
+            assert!(bucket.requests("HEAD", key) > 0, "{backend}: {key}");
+        }
     }
 }
 
@@ -261,6 +307,8 @@ async fn conditional_reads_follow_rfc_9110() {
                 if expected == 200 {
                     assert_eq!(answer.body, whole.body, "{backend}: {path}: {name}");
                 }
+                let head = ask(Method::HEAD, &url, &headers).await;
+                assert_eq!(head.status, expected, "{backend}: HEAD {path}: {name}");
             }
         }
 

@@ -14,7 +14,7 @@ use crate::auth::Scope;
 use crate::nix::{ObjectKey, ObjectType};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
-use crate::storage::{ByteRange, GetObject, StorageError};
+use crate::storage::{ByteRange, ContentRange, GetObject, StorageError};
 
 use super::headers::{conditions, http_date, read_authorization, set};
 
@@ -74,6 +74,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
     }
     if kind == ObjectType::Narinfo {
         // A narinfo is rewritten on the way (decompressed), so ranges of it are not served.
+        // A HEAD of one reads it like a GET: its Content-Length is the decompressed length,
+        // which only reading tells, and the read is of a few hundred bytes that then fill
+        // the narinfo cache (Nix asks whether a cache has a path with a HEAD of its narinfo).
         return narinfo(&state, key.as_str(), headers).await;
     }
     // A Range we cannot serve (several ranges, another unit, `5-2`) is ignored and the
@@ -83,6 +86,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|value| ByteRange::parse(value).ok());
+    if request.method() == Method::HEAD {
+        return super::head::serve(&state, kind, key.as_str(), range, headers).await;
+    }
     match state
         .storage()
         .get(key.as_str(), range, &conditions(headers))
@@ -132,7 +138,7 @@ async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Res
 }
 
 /// The answer to a storage error of a read.
-fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
+pub(super) fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
     match e {
         StorageError::NotModified { .. } => Ok(not_modified(kind)),
         StorageError::NotFound { .. } => {
@@ -160,7 +166,8 @@ fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
     }
 }
 
-fn not_modified(kind: ObjectType) -> Response {
+/// A 304 Not Modified, with the Cache-Control of a 200.
+pub(super) fn not_modified(kind: ObjectType) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
     set(
         response.headers_mut(),
@@ -189,26 +196,43 @@ fn validators(
 }
 
 fn stream(kind: ObjectType, object: GetObject) -> Response {
-    let status = if object.content_range.is_some() {
+    let (status, headers) = body_headers(
+        kind,
+        object.etag.as_deref(),
+        object.last_modified,
+        object.content_encoding.as_deref(),
+        object.size,
+        object.content_range,
+    );
+    let body = Body::from_stream(object.body.map_err(std::io::Error::other));
+    (status, headers, body).into_response()
+}
+
+/// Status and headers of an object's bytes (`size` of them, a range when `content_range`
+/// says so), the same for a GET and a HEAD.
+pub(super) fn body_headers(
+    kind: ObjectType,
+    etag: Option<&str>,
+    last_modified: Option<std::time::SystemTime>,
+    content_encoding: Option<&str>,
+    size: u64,
+    content_range: Option<ContentRange>,
+) -> (StatusCode, HeaderMap) {
+    let status = if content_range.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    let mut headers = validators(kind, object.etag.as_deref(), object.last_modified);
+    let mut headers = validators(kind, etag, last_modified);
     set(&mut headers, header::ACCEPT_RANGES, "bytes");
-    set(
-        &mut headers,
-        header::CONTENT_LENGTH,
-        &object.size.to_string(),
-    );
-    if let Some(range) = &object.content_range {
+    set(&mut headers, header::CONTENT_LENGTH, &size.to_string());
+    if let Some(range) = &content_range {
         set(&mut headers, header::CONTENT_RANGE, &range.to_string());
     }
-    if let Some(encoding) = &object.content_encoding {
+    if let Some(encoding) = content_encoding {
         set(&mut headers, header::CONTENT_ENCODING, encoding);
     }
-    let body = Body::from_stream(object.body.map_err(std::io::Error::other));
-    (status, headers, body).into_response()
+    (status, headers)
 }
 
 /// The whole body of a stored narinfo, refused past [`MAX_NARINFO`] bytes.
