@@ -8,17 +8,18 @@ use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use crate::storage::{ByteRange, StorageError};
 
-use super::headers::conditions;
+use super::headers::{conditions, IfRange};
 use super::object::{body_headers, failure, not_modified};
 
 /// `HEAD` of an object other than a narinfo: a HEAD to storage, so a HEAD of a 1 GiB NAR
 /// reads none of it, answered with the status and headers a GET would get (RFC 9110
-/// §9.3.2), conditions and Range evaluated here against the object's metadata.
+/// §9.3.2), conditions, Range and If-Range evaluated here against the object's metadata.
 pub async fn serve(
     state: &AppState,
     kind: ObjectType,
     key: &str,
     range: Option<ByteRange>,
+    if_range: Option<&IfRange>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let Some(meta) = state.storage().head(key).await? else {
@@ -28,6 +29,7 @@ pub async fn serve(
     if crate::storage::not_modified(&conditions(headers), etag, modified) {
         return Ok(not_modified(kind));
     }
+    let range = range.filter(|_| if_range.is_none_or(|r| r.matches(etag, modified)));
     let content_range = match range.map(|r| r.resolve(meta.size)).transpose() {
         Ok(content_range) => content_range,
         Err(_) => {

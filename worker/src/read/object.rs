@@ -14,9 +14,9 @@ use crate::auth::Scope;
 use crate::nix::{ObjectKey, ObjectType};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
-use crate::storage::{ByteRange, ContentRange, GetObject, StorageError};
+use crate::storage::{ByteRange, Conditions, ContentRange, GetObject, Storage, StorageError};
 
-use super::headers::{conditions, http_date, read_authorization, set};
+use super::headers::{conditions, http_date, read_authorization, set, IfRange};
 
 /// Largest narinfo the proxy decompresses (real ones are a few KiB).
 const MAX_NARINFO: usize = 1 << 20;
@@ -86,16 +86,65 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|value| ByteRange::parse(value).ok());
+    // If-Range only conditions a Range (§13.1.5); without one it means nothing.
+    let if_range = range.and_then(|_| IfRange::of(headers));
     if request.method() == Method::HEAD {
-        return super::head::serve(&state, kind, key.as_str(), range, headers).await;
+        return super::head::serve(
+            &state,
+            kind,
+            key.as_str(),
+            range,
+            if_range.as_ref(),
+            headers,
+        )
+        .await;
     }
-    match state
-        .storage()
-        .get(key.as_str(), range, &conditions(headers))
-        .await
+    let conditions = conditions(headers);
+    match get(
+        state.storage(),
+        key.as_str(),
+        range,
+        if_range.as_ref(),
+        &conditions,
+    )
+    .await
     {
         Ok(object) => Ok(stream(kind, object)),
         Err(e) => failure(kind, e),
+    }
+}
+
+/// A GET of `key` whose `range` is served only while `if_range` (if any) matches. The
+/// check is of the validators of the ranged answer itself, so the bytes sent are of the
+/// version checked; on a mismatch the whole object is read instead.
+async fn get(
+    storage: &Storage,
+    key: &str,
+    range: Option<ByteRange>,
+    if_range: Option<&IfRange>,
+    conditions: &Conditions,
+) -> Result<GetObject, StorageError> {
+    let ranged = storage.get(key, range, conditions).await;
+    let Some(if_range) = if_range else {
+        return ranged;
+    };
+    match ranged {
+        Ok(object) if if_range.matches(object.etag.as_deref(), object.last_modified) => Ok(object),
+        // The ranged answer is dropped unread: on S3 that costs its connection, and a
+        // mismatch means the client's copy is stale, which is rare.
+        Ok(_) => storage.get(key, None, conditions).await,
+        // Past the end of the current version: 416 only if it is the client's version.
+        Err(StorageError::InvalidRange { .. }) => match storage.head(key).await? {
+            Some(meta) if if_range.matches(meta.etag.as_deref(), meta.last_modified) => {
+                Err(StorageError::InvalidRange {
+                    op: "get",
+                    key: key.to_string(),
+                    size: Some(meta.size),
+                })
+            }
+            _ => storage.get(key, None, conditions).await,
+        },
+        Err(e) => Err(e),
     }
 }
 
