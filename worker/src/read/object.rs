@@ -63,7 +63,10 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         })?;
     let kind = key.object_type();
 
-    if kind == ObjectType::Nar && state.read_options().redirect_nars {
+    // Only GETs are redirected: the URL is signed for GET, so S3 refuses a HEAD of it
+    // (403), and a HEAD answered here reads no bytes through the worker anyway.
+    let is_get = request.method() == Method::GET;
+    if kind == ObjectType::Nar && is_get && state.read_options().redirect_nars {
         if let Some(url) = state
             .storage()
             .presign_get(key.as_str(), REDIRECT_TTL)
