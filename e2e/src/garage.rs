@@ -18,6 +18,7 @@ pub const REGION: &str = "garage";
 pub struct Garage {
     bin: PathBuf,
     config: PathBuf,
+    log: PathBuf,
     s3_port: u16,
     _service: Mutex<Service>,
 }
@@ -35,6 +36,8 @@ pub struct Bucket {
     pub access_key: String,
     /// Secret access key.
     pub secret_key: String,
+    /// The log of the Garage node holding the bucket.
+    pub log: PathBuf,
 }
 
 impl Bucket {
@@ -70,6 +73,21 @@ impl Bucket {
             "--s3-secret-access-key",
             &self.secret_key,
         ]
+    }
+
+    /// How many `method` requests for `key` in this bucket Garage has logged so far. Garage
+    /// logs each S3 request as it arrives (`… GET /bucket/key?query`), so this counts what a
+    /// worker asked of storage, whichever client sent it.
+    pub fn requests(&self, method: &str, key: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.log.display()));
+        let target = format!(" {method} /{}/{key}", self.name);
+        log.lines()
+            // An error is logged again "in response to" the request: count requests once.
+            .filter(|line| !line.contains(" in response to "))
+            .filter_map(|line| line.split_once(&target).map(|(_, rest)| rest))
+            .filter(|rest| rest.is_empty() || rest.starts_with('?'))
+            .count()
     }
 
     /// Every object in the bucket, in key order, all pages read.
@@ -130,12 +148,14 @@ impl Garage {
             .expect("write garage.toml");
         let mut cmd = Command::new(&bin);
         cmd.arg("-c").arg(&config).arg("server");
-        let mut service = Service::start("garage", cmd, &dir.join("garage.log"));
+        let log = dir.join("garage.log");
+        let mut service = Service::start("garage", cmd, &log);
         service.wait_for_port(rpc_port, Duration::from_secs(60));
         service.wait_for_port(s3_port, Duration::from_secs(60));
         let garage = Garage {
             bin,
             config,
+            log,
             s3_port,
             _service: Mutex::new(service),
         };
@@ -212,6 +232,7 @@ impl Garage {
             name,
             access_key,
             secret_key,
+            log: self.log.clone(),
         }
     }
 }

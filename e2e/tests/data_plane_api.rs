@@ -543,4 +543,12 @@ async fn nar_reads_redirect_to_presigned_storage_urls_when_asked() {
     assert!(location.starts_with(&f.bucket.endpoint), "{location}");
     let fetched = f.http.get(&location).send().await.unwrap();
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), &nar[..]);
+    // A presigned GET URL is signed for GET only: a HEAD is answered by the worker, from
+    // the object's metadata, not sent where the signature fails.
+    let head = f.http.head(f.url(&format!("/{NAR}"))).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        nar.len().to_string().as_str()
+    );
 }

@@ -2,12 +2,12 @@
 
 //! The read proxy's edge cases, asked of both backends (PostgreSQL + Garage, and the
 //! embedded SQLite + folder default), which must answer alike: ranges at and past the
-//! ends, ranges it cannot serve, HEAD, conditional requests as RFC 9110 reads them, and
-//! percent-encoded paths that try to leave the cache.
+//! ends, ranges it cannot serve, HEAD, conditional requests and If-Range as RFC 9110 reads
+//! them, and percent-encoded paths that try to leave the cache.
 
 use std::collections::BTreeMap;
 
-use larder_e2e::larder::Worker;
+use larder_e2e::larder::{Backend, Worker};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -94,6 +94,9 @@ async fn ask(method: Method, url: &str, headers: &[(&str, &str)]) -> Answer {
         "etag",
         "last-modified",
         "content-encoding",
+        "content-type",
+        "cache-control",
+        "accept-ranges",
     ]
     .into_iter()
     .map(|name| {
@@ -199,6 +202,156 @@ async fn head_answers_with_the_headers_of_get_and_no_body() {
         assert_eq!(ranged.status, 206, "{backend}");
         assert_eq!(ranged.headers["content-length"], "10", "{backend}");
         assert!(ranged.body.is_empty(), "{backend}");
+        for range in ["bytes=10-19", "bytes=-5000", "bytes=1000-", "bytes=0-1,5-6"] {
+            let url = format!("{}/{NAR}", w.url);
+            let get = ask(Method::GET, &url, &[("Range", range)]).await;
+            let head = ask(Method::HEAD, &url, &[("Range", range)]).await;
+            assert_eq!(head.status, get.status, "{backend}: {range}");
+            assert_eq!(head.headers, get.headers, "{backend}: {range}");
+        }
+    }
+}
+
+/// A HEAD asks storage for headers, never for the bytes: a HEAD of a 1 GiB NAR must not
+/// read it from the bucket. Garage's log of the requests it got tells.
+#[tokio::test]
+async fn head_reads_no_bytes_from_the_bucket() {
+    for (backend, w) in workers("head-no-get").await {
+        let Backend::Postgres { bucket, .. } = &w.backend else {
+            continue;
+        };
+        let listing = format!("{HASH}.ls");
+        let absent = NAR.replace("1b8", "0b8");
+        let keys = [NAR, listing.as_str(), absent.as_str()];
+        let before = keys.map(|key| bucket.requests("GET", key));
+        let heads: [Case; 6] = [
+            (NAR, vec![], 200),
+            (NAR, vec![("Range", "bytes=10-19")], 206),
+            (NAR, vec![("Range", "bytes=1000-")], 416),
+            (NAR, vec![("If-None-Match", "*")], 304),
+            (&listing, vec![], 200),
+            (&absent, vec![], 404),
+        ];
+        for (key, headers, status) in heads {
+            let answer = ask(Method::HEAD, &format!("{}/{key}", w.url), &headers).await;
+            assert_eq!(answer.status, status, "{backend}: HEAD {key} {headers:?}");
+        }
+        for (key, before) in keys.into_iter().zip(before) {
+            assert_eq!(
+                bucket.requests("GET", key),
+                before,
+                "{backend}: a HEAD of {key} sent a GET to the bucket"
+            );
+            // Not vacuous: Garage logged the worker's requests.
+            assert!(bucket.requests("HEAD", key) > 0, "{backend}: {key}");
+        }
+    }
+}
+
+/// A Range with If-Range (RFC 9110 §13.1.5) is served only while the object is the one
+/// the client holds part of (its strong tag, or its Last-Modified exactly); otherwise the
+/// whole object is sent, so a resumed download never splices two versions.
+#[tokio::test]
+async fn if_range_serves_the_range_only_of_the_version_the_client_holds() {
+    let nar = nar_bytes();
+    for (backend, w) in workers("if-range").await {
+        let url = format!("{}/{NAR}", w.url);
+        let whole = ask(Method::GET, &url, &[]).await;
+        let etag = whole.headers["etag"].clone();
+        let modified = whole.headers["last-modified"].clone();
+        let weak = format!("W/{etag}");
+        let cases: [(&str, &str, &str, u16); 9] = [
+            ("its tag", "bytes=10-19", &etag, 206),
+            ("its date", "bytes=10-19", &modified, 206),
+            ("another tag", "bytes=10-19", "\"other\"", 200),
+            // The comparison is strong: a weak tag never matches.
+            ("its tag made weak", "bytes=10-19", &weak, 200),
+            (
+                "another date",
+                "bytes=10-19",
+                "Thu, 01 Jan 1970 00:00:00 GMT",
+                200,
+            ),
+            ("neither tag nor date", "bytes=10-19", "yesterday", 200),
+            ("its tag, past the end", "bytes=1000-", &etag, 416),
+            // A range past the end of another version is no reason for a 416.
+            ("another tag, past the end", "bytes=1000-", "\"other\"", 200),
+            // A Range we ignore stays ignored.
+            ("its tag, several ranges", "bytes=0-1,5-6", &etag, 200),
+        ];
+        for (name, range, if_range, status) in cases {
+            for method in [Method::GET, Method::HEAD] {
+                let headers = [("Range", range), ("If-Range", if_range)];
+                let answer = ask(method.clone(), &url, &headers).await;
+                let what = format!("{backend}: {method} {name}");
+                assert_eq!(answer.status, status, "{what}");
+                let (content_range, length, body) = match status {
+                    206 => ("bytes 10-19/1000", "10", &nar[10..20]),
+                    200 => ("", "1000", &nar[..]),
+                    _ => ("bytes */1000", "", &[][..]),
+                };
+                assert_eq!(answer.headers["content-range"], content_range, "{what}");
+                if status != 416 {
+                    assert_eq!(answer.headers["content-length"], length, "{what}");
+                    assert_eq!(answer.headers["etag"], etag, "{what}");
+                }
+                if method == Method::GET && status != 416 {
+                    assert_eq!(answer.body, body, "{what}");
+                }
+            }
+        }
+        // If-None-Match comes first (§13.2.2): the client's copy is current, whatever
+        // If-Range says.
+        for method in [Method::GET, Method::HEAD] {
+            let headers = [
+                ("If-None-Match", etag.as_str()),
+                ("Range", "bytes=10-19"),
+                ("If-Range", "\"other\""),
+            ];
+            let answer = ask(method.clone(), &url, &headers).await;
+            assert_eq!(answer.status, 304, "{backend}: {method}");
+        }
+
+        // The object changes behind the worker's back (same length, other bytes): a
+        // download resumed with the old tag gets the new version whole. (Not with the old
+        // date: the change may fall in the same second, which is why RFC 9110 §8.8.2.2 has
+        // clients send a date only when it is a second older than the answer's Date.)
+        let changed: Vec<u8> = nar.iter().map(|b| b ^ 0xff).collect();
+        replace(&w, NAR, &changed).await;
+        let headers = [("Range", "bytes=500-"), ("If-Range", etag.as_str())];
+        let resumed = ask(Method::GET, &url, &headers).await;
+        assert_eq!(resumed.status, 200, "{backend}: resumed after a change");
+        assert_eq!(resumed.body, changed, "{backend}: resumed after a change");
+        let current = resumed.headers["etag"].clone();
+        assert_ne!(current, etag, "{backend}");
+        let headers = [("Range", "bytes=500-"), ("If-Range", current.as_str())];
+        let resumed = ask(Method::GET, &url, &headers).await;
+        assert_eq!(resumed.status, 206, "{backend}: resumed with {current}");
+        assert_eq!(resumed.body, &changed[500..], "{backend}");
+    }
+}
+
+/// Stores `bytes` as `key` straight into the worker's storage, as another writer would.
+async fn replace(w: &Worker, key: &str, bytes: &[u8]) {
+    match &w.backend {
+        Backend::Embedded => {
+            // Replaced whole, as the store itself writes: a new file renamed over the old.
+            let path = w.data_dir.join("objects").join(key);
+            let temp = path.with_extension("replacing");
+            std::fs::write(&temp, bytes).unwrap();
+            std::fs::rename(&temp, &path).unwrap();
+        }
+        Backend::Postgres { bucket, .. } => {
+            bucket
+                .client()
+                .put_object()
+                .bucket(&bucket.name)
+                .key(key)
+                .body(bytes.to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -261,6 +414,8 @@ async fn conditional_reads_follow_rfc_9110() {
                 if expected == 200 {
                     assert_eq!(answer.body, whole.body, "{backend}: {path}: {name}");
                 }
+                let head = ask(Method::HEAD, &url, &headers).await;
+                assert_eq!(head.status, expected, "{backend}: HEAD {path}: {name}");
             }
         }
 

@@ -58,6 +58,57 @@ pub fn conditions(headers: &HeaderMap) -> Conditions {
     }
 }
 
+/// The validator of an `If-Range` header (RFC 9110 §13.1.5): the Range it comes with is
+/// served only while the object still has this validator; otherwise the whole object is,
+/// so a download resumed across a change never splices two versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfRange {
+    /// A strong entity tag, quotes included.
+    Tag(String),
+    /// An HTTP date, to equal `Last-Modified` to the second.
+    Date(SystemTime),
+    /// A weak tag or a value that is neither tag nor date: it never matches (§13.1.5 asks
+    /// for the strong comparison), so the whole object is sent.
+    Never,
+}
+
+impl IfRange {
+    /// The request's `If-Range`, when it has one.
+    pub fn of(headers: &HeaderMap) -> Option<IfRange> {
+        let value = headers.get(header::IF_RANGE)?;
+        let Ok(value) = value.to_str().map(str::trim) else {
+            return Some(IfRange::Never);
+        };
+        if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+            return Some(IfRange::Tag(value.to_string()));
+        }
+        Some(
+            httpdate::parse_http_date(value)
+                .map(IfRange::Date)
+                .unwrap_or(IfRange::Never),
+        )
+    }
+
+    /// True when the object with these validators is the one the client holds part of.
+    pub fn matches(&self, etag: Option<&str>, last_modified: Option<SystemTime>) -> bool {
+        match (self, etag, last_modified) {
+            // Strong comparison: a weak tag of ours (`W/"…"`) never equals a quoted tag.
+            (IfRange::Tag(tag), Some(etag), _) => tag == etag.trim(),
+            // Last-Modified is sent to the second; "exactly matches" is the same second.
+            (IfRange::Date(date), _, Some(modified)) => {
+                unix_secs(*date).is_some_and(|secs| unix_secs(modified) == Some(secs))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn unix_secs(time: SystemTime) -> Option<u64> {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 /// An entity-tag list with every `W/` before a tag removed (a `W/` inside a quoted tag
 /// is part of the tag and stays).
 fn strip_weak_prefixes(list: &str) -> String {
@@ -111,6 +162,32 @@ mod tests {
         assert_eq!(odd.if_none_match.as_deref(), Some(r#""W/", "x""#));
         let star = conditions(&headers(&[(header::IF_NONE_MATCH, "*")]));
         assert_eq!(star.if_none_match.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn if_range_compares_tags_strongly_and_dates_to_the_second() {
+        let modified = httpdate::parse_http_date("Sun, 22 Nov 2026 05:00:00 GMT").unwrap();
+        let later = modified + std::time::Duration::from_millis(400);
+        let etag = Some(r#""abc""#);
+        let if_range = |v: &str| IfRange::of(&headers(&[(header::IF_RANGE, v)])).unwrap();
+        assert_eq!(IfRange::of(&HeaderMap::new()), None);
+
+        assert!(if_range(r#""abc""#).matches(etag, None));
+        assert!(if_range(r#" "abc" "#).matches(etag, None));
+        assert!(!if_range(r#""abd""#).matches(etag, Some(modified)));
+        // Weak tags never match, whoever made them weak.
+        assert!(!if_range(r#"W/"abc""#).matches(etag, None));
+        assert!(!if_range(r#""abc""#).matches(Some(r#"W/"abc""#), None));
+        assert!(!if_range(r#""abc""#).matches(None, Some(modified)));
+
+        let date = "Sun, 22 Nov 2026 05:00:00 GMT";
+        assert!(if_range(date).matches(etag, Some(later)));
+        assert!(!if_range(date).matches(etag, Some(modified + std::time::Duration::from_secs(1))));
+        assert!(!if_range(date).matches(etag, None));
+        assert!(!if_range("Sun, 22 Nov 2026 04:59:59 GMT").matches(None, Some(modified)));
+        // Neither a tag nor a date: the Range is not served.
+        assert_eq!(if_range("abc"), IfRange::Never);
+        assert!(!if_range("abc").matches(Some("abc"), Some(modified)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! binary cache index's files.
 
 pub mod cache_info;
+pub mod head;
 pub mod headers;
 pub mod index;
 pub mod narinfo_cache;

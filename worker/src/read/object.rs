@@ -14,9 +14,9 @@ use crate::auth::Scope;
 use crate::nix::{ObjectKey, ObjectType};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
-use crate::storage::{ByteRange, GetObject, StorageError};
+use crate::storage::{ByteRange, Conditions, ContentRange, GetObject, Storage, StorageError};
 
-use super::headers::{conditions, http_date, read_authorization, set};
+use super::headers::{conditions, http_date, read_authorization, set, IfRange};
 
 /// Largest narinfo the proxy decompresses (real ones are a few KiB).
 const MAX_NARINFO: usize = 1 << 20;
@@ -59,7 +59,10 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
     })?;
     let kind = key.object_type();
 
-    if kind == ObjectType::Nar && state.read_options().redirect_nars {
+    // Only GETs are redirected: the URL is signed for GET, so S3 refuses a HEAD of it
+    // (403), and a HEAD answered here reads no bytes through the worker anyway.
+    let is_get = request.method() == Method::GET;
+    if kind == ObjectType::Nar && is_get && state.read_options().redirect_nars {
         if let Some(url) = state
             .storage()
             .presign_get(key.as_str(), REDIRECT_TTL)
@@ -70,6 +73,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
     }
     if kind == ObjectType::Narinfo {
         // A narinfo is rewritten on the way (decompressed), so ranges of it are not served.
+        // A HEAD of one reads it like a GET: its Content-Length is the decompressed length,
+        // which only reading tells, and the read is of a few hundred bytes that then fill
+        // the narinfo cache (Nix asks whether a cache has a path with a HEAD of its narinfo).
         return narinfo(&state, key.as_str(), headers).await;
     }
     // A Range we cannot serve (several ranges, another unit, `5-2`) is ignored and the
@@ -79,13 +85,65 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|value| ByteRange::parse(value).ok());
-    match state
-        .storage()
-        .get(key.as_str(), range, &conditions(headers))
-        .await
+    // If-Range only conditions a Range (§13.1.5); without one it means nothing.
+    let if_range = range.and_then(|_| IfRange::of(headers));
+    if request.method() == Method::HEAD {
+        return super::head::serve(
+            &state,
+            kind,
+            key.as_str(),
+            range,
+            if_range.as_ref(),
+            headers,
+        )
+        .await;
+    }
+    let conditions = conditions(headers);
+    match get(
+        state.storage(),
+        key.as_str(),
+        range,
+        if_range.as_ref(),
+        &conditions,
+    )
+    .await
     {
         Ok(object) => Ok(stream(kind, object)),
         Err(e) => failure(kind, e),
+    }
+}
+
+/// A GET of `key` whose `range` is served only while `if_range` (if any) matches. The
+/// check is of the validators of the ranged answer itself, so the bytes sent are of the
+/// version checked; on a mismatch the whole object is read instead.
+async fn get(
+    storage: &Storage,
+    key: &str,
+    range: Option<ByteRange>,
+    if_range: Option<&IfRange>,
+    conditions: &Conditions,
+) -> Result<GetObject, StorageError> {
+    let ranged = storage.get(key, range, conditions).await;
+    let Some(if_range) = if_range else {
+        return ranged;
+    };
+    match ranged {
+        Ok(object) if if_range.matches(object.etag.as_deref(), object.last_modified) => Ok(object),
+        // The ranged answer is dropped unread: on S3 that costs its connection, and a
+        // mismatch means the client's copy is stale, which is rare.
+        Ok(_) => storage.get(key, None, conditions).await,
+        // Past the end of the current version: 416 only if it is the client's version.
+        Err(StorageError::InvalidRange { .. }) => match storage.head(key).await? {
+            Some(meta) if if_range.matches(meta.etag.as_deref(), meta.last_modified) => {
+                Err(StorageError::InvalidRange {
+                    op: "get",
+                    key: key.to_string(),
+                    size: Some(meta.size),
+                })
+            }
+            _ => storage.get(key, None, conditions).await,
+        },
+        Err(e) => Err(e),
     }
 }
 
@@ -128,7 +186,7 @@ async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Res
 }
 
 /// The answer to a storage error of a read.
-fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
+pub(super) fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
     match e {
         StorageError::NotModified { .. } => Ok(not_modified(kind)),
         StorageError::NotFound { .. } => {
@@ -156,7 +214,8 @@ fn failure(kind: ObjectType, e: StorageError) -> Result<Response, ApiError> {
     }
 }
 
-fn not_modified(kind: ObjectType) -> Response {
+/// A 304 Not Modified, with the Cache-Control of a 200.
+pub(super) fn not_modified(kind: ObjectType) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
     set(
         response.headers_mut(),
@@ -185,26 +244,43 @@ fn validators(
 }
 
 fn stream(kind: ObjectType, object: GetObject) -> Response {
-    let status = if object.content_range.is_some() {
+    let (status, headers) = body_headers(
+        kind,
+        object.etag.as_deref(),
+        object.last_modified,
+        object.content_encoding.as_deref(),
+        object.size,
+        object.content_range,
+    );
+    let body = Body::from_stream(object.body.map_err(std::io::Error::other));
+    (status, headers, body).into_response()
+}
+
+/// Status and headers of an object's bytes (`size` of them, a range when `content_range`
+/// says so), the same for a GET and a HEAD.
+pub(super) fn body_headers(
+    kind: ObjectType,
+    etag: Option<&str>,
+    last_modified: Option<std::time::SystemTime>,
+    content_encoding: Option<&str>,
+    size: u64,
+    content_range: Option<ContentRange>,
+) -> (StatusCode, HeaderMap) {
+    let status = if content_range.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    let mut headers = validators(kind, object.etag.as_deref(), object.last_modified);
+    let mut headers = validators(kind, etag, last_modified);
     set(&mut headers, header::ACCEPT_RANGES, "bytes");
-    set(
-        &mut headers,
-        header::CONTENT_LENGTH,
-        &object.size.to_string(),
-    );
-    if let Some(range) = &object.content_range {
+    set(&mut headers, header::CONTENT_LENGTH, &size.to_string());
+    if let Some(range) = &content_range {
         set(&mut headers, header::CONTENT_RANGE, &range.to_string());
     }
-    if let Some(encoding) = &object.content_encoding {
+    if let Some(encoding) = content_encoding {
         set(&mut headers, header::CONTENT_ENCODING, encoding);
     }
-    let body = Body::from_stream(object.body.map_err(std::io::Error::other));
-    (status, headers, body).into_response()
+    (status, headers)
 }
 
 /// The whole body of a stored narinfo, refused past [`MAX_NARINFO`] bytes.
