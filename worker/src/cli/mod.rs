@@ -8,6 +8,7 @@ pub mod keygen;
 pub mod migrate;
 pub mod serve;
 pub mod store;
+pub mod values;
 
 use clap::{Parser, Subcommand};
 

@@ -38,12 +38,22 @@ pub fn resolve(arg: &Path) -> Result<StorePath, PushError> {
         path: shown.clone(),
         message,
     };
-    let real = std::fs::canonicalize(arg).map_err(|e| bad(format!("cannot resolve it: {e}")))?;
+    let real = std::fs::canonicalize(arg).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file or store path".into()),
+        _ => bad(format!("cannot resolve it: {e}")),
+    })?;
     store_path_of(&real).ok_or_else(|| {
-        bad(format!(
-            "resolves to {}, which is not inside {STORE_DIR}",
-            real.display()
-        ))
+        if real == Path::new(STORE_DIR) {
+            bad(format!(
+                "is the store itself; name store paths in {STORE_DIR}, or ./result links"
+            ))
+        } else {
+            bad(format!(
+                "resolves to {}, which is not inside {STORE_DIR}; push store paths \
+                 (or ./result links to them)",
+                real.display()
+            ))
+        }
     })
 }
 
@@ -329,7 +339,9 @@ mod tests {
         let e = resolve(&dir.path().join("missing"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("missing") && e.contains("cannot resolve"), "{e}");
+        assert!(e.contains("missing: no such file"), "{e}");
+        let e = resolve(Path::new(STORE_DIR)).unwrap_err().to_string();
+        assert!(e.contains("is the store itself"), "{e}");
         if let Some(Ok(entry)) = std::fs::read_dir(STORE_DIR).ok().and_then(|mut d| d.next()) {
             let target = entry.path();
             if let Some(expected) = store_path_of(&target) {
