@@ -45,16 +45,58 @@ impl StoreArgs {
     /// Creates the data dir when the embedded default needs it.
     pub fn ensure_data_dir(&self) -> Result<(), CliError> {
         if self.database.is_none() || self.storage_dir().is_some() {
-            std::fs::create_dir_all(&self.data_dir)
-                .map_err(CliError::io(format!("create {}", self.data_dir.display())))?;
+            self.ensure_writable_data_dir()?;
         }
         Ok(())
     }
 
-    /// Connects to the database.
+    /// Creates the data dir and checks this user may write into it, so that a bad
+    /// `--data-dir` is named as such rather than as SQLite's "unable to open database file".
+    pub fn ensure_writable_data_dir(&self) -> Result<(), CliError> {
+        let dir = &self.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::Message(format!(
+                "cannot create the data dir {}: {e}; pick another with --data-dir",
+                dir.display()
+            ))
+        })?;
+        // The probe file is removed when dropped.
+        tempfile::Builder::new()
+            .prefix(".larder-write-check")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(|e| {
+                CliError::Message(format!(
+                    "cannot write into the data dir {}: {e}; give this user write access \
+                     or pick another with --data-dir",
+                    dir.display()
+                ))
+            })
+    }
+
+    /// Connects to the database, creating the embedded one (and the data dir) when
+    /// missing: for `serve` and `migrate`.
     pub async fn connect_db(&self) -> Result<Db, CliError> {
         self.ensure_data_dir()?;
         Ok(Db::connect(&self.database_url()).await?)
+    }
+
+    /// Connects to a database that must already exist: for commands that only work on
+    /// a cache (gc, fsck, index build), where a mistyped `--data-dir` must not leave an
+    /// empty database behind.
+    pub async fn connect_existing_db(&self) -> Result<Db, CliError> {
+        if self.embedded_database() {
+            let file = self.data_dir.join("larder.db");
+            if !file.is_file() {
+                return Err(CliError::Message(format!(
+                    "no cache in {}: {} does not exist; is --data-dir right? \
+                     (`larder serve --data-dir DIR` creates one)",
+                    self.data_dir.display(),
+                    file.display()
+                )));
+            }
+        }
+        Ok(Db::connect_existing(&self.database_url()).await?)
     }
 
     /// The S3 settings, when the storage is a bucket.
