@@ -249,6 +249,17 @@ fn push_says_why_the_server_refused_or_did_not_answer() {
         path,
     ]);
     refused(&out, "the server does not know this push token");
+    let out = larder(&[
+        "push",
+        "--server",
+        &worker.url,
+        "--token",
+        &worker.token,
+        "--nix",
+        "/nonexistent/nix",
+        path,
+    ]);
+    refused(&out, "is Nix installed");
 
     // A token file everyone may read still works, with a warning saying how to fix it.
     let dir = scratch();

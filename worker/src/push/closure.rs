@@ -206,7 +206,14 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
     let step = format!("{} path-info --recursive --json", nix.display());
     let out = cmd.output().await.map_err(|e| PushError::Nix {
         step: step.clone(),
-        message: format!("cannot run it: {e}"),
+        message: match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot run it: {e}; push reads the closure from the local Nix: is Nix \
+                 installed and `{}` on PATH?",
+                nix.display()
+            ),
+            _ => format!("cannot run it: {e}"),
+        },
     })?;
     if !out.status.success() {
         return Err(PushError::Nix {
