@@ -113,6 +113,21 @@ fn serve_refuses_before_creating_anything() {
     refused(&out, "missing: cannot read the signing key: ");
     assert!(!data.exists(), "a refused start created {}", data.display());
 
+    // A database named by --database is not created unless asked to migrate.
+    let db = dir.path().join("larder.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = larder(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        s(&data),
+        "--database",
+        &url,
+    ]);
+    refused(&out, "is --database right?");
+    assert!(!db.exists(), "a refused start created {}", db.display());
+
     // A data dir that cannot be made is named as the data dir.
     let file = private_file(&dir.path().join("file"), "");
     let inside = file.join("data");

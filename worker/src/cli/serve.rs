@@ -99,7 +99,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| listen_error(args.listen, e))?;
     let store = &args.store;
-    let db = store.connect_db().await?;
+    // A database named by --database is only created when asked to migrate it.
+    let db = if args.migrate || store.embedded_database() {
+        store.connect_db().await?
+    } else {
+        store.connect_existing_db().await?
+    };
     if args.migrate || store.embedded_database() {
         db.migrate().await?;
     } else {

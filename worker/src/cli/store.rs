@@ -82,8 +82,8 @@ impl StoreArgs {
     }
 
     /// Connects to a database that must already exist: for commands that only work on
-    /// a cache (gc, fsck, index build), where a mistyped `--data-dir` must not leave an
-    /// empty database behind.
+    /// a cache (gc, fsck, index build, serve without --migrate), where a mistyped
+    /// `--data-dir` or `--database` must not leave an empty database behind.
     pub async fn connect_existing_db(&self) -> Result<Db, CliError> {
         if self.embedded_database() {
             let file = self.data_dir.join("larder.db");
@@ -92,6 +92,14 @@ impl StoreArgs {
                     "no cache in {}: {} does not exist; is --data-dir right? \
                      (`larder serve --data-dir DIR` creates one)",
                     self.data_dir.display(),
+                    file.display()
+                )));
+            }
+        } else if let Some(file) = self.database.as_deref().and_then(sqlite_file) {
+            if !file.is_file() {
+                return Err(CliError::Message(format!(
+                    "there is no database at {}: is --database right? (`larder migrate \
+                     --database URL` creates one)",
                     file.display()
                 )));
             }
@@ -134,6 +142,32 @@ impl StoreArgs {
             (Some(s3), _) => Ok(Storage::S3(S3Store::new(&s3).await?)),
             (None, Some(dir)) => Ok(Storage::Dir(DirStore::open(dir, public_url).await?)),
             (None, None) => Err(CliError::Message("no storage configured".into())),
+        }
+    }
+}
+
+/// The file of a `sqlite://path` or `sqlite:path` URL (options after `?` dropped).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        for (url, file) in [
+            ("sqlite:///var/lib/larder.db", Some("/var/lib/larder.db")),
+            ("sqlite://larder.db?mode=rw", Some("larder.db")),
+            ("sqlite:x.db", Some("x.db")),
+            ("sqlite::memory:", None),
+            ("postgres://db/larder", None),
+        ] {
+            assert_eq!(sqlite_file(url), file.map(PathBuf::from), "{url}");
         }
     }
 }
