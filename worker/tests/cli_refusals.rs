@@ -133,6 +133,9 @@ fn serve_refuses_before_creating_anything() {
     let inside = file.join("data");
     let out = larder(&["serve", "--listen", &listen, "--data-dir", s(&inside)]);
     refused(&out, "cannot create the data dir");
+    // sysfs refuses new files even to root, so this holds whoever runs the test.
+    let out = larder(&["serve", "--listen", &listen, "--data-dir", "/sys/kernel"]);
+    refused(&out, "cannot write into the data dir /sys/kernel");
 
     bad_value(
         &larder(&["serve", "--listen", "example.org:80"]),

@@ -66,10 +66,12 @@ impl StoreArgs {
             .tempfile_in(dir)
             .map(drop)
             .map_err(|e| {
+                // The kind alone: tempfile's message names its random probe file.
                 CliError::Message(format!(
-                    "cannot write into the data dir {}: {e}; give this user write access \
+                    "cannot write into the data dir {} ({}); give this user write access \
                      or pick another with --data-dir",
-                    dir.display()
+                    dir.display(),
+                    e.kind()
                 ))
             })
     }
