@@ -221,7 +221,7 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
             message: format!(
                 "{}: {}",
                 out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                errors_of(&String::from_utf8_lossy(&out.stderr))
             ),
         });
     }
@@ -235,6 +235,17 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
         }
     }
     Ok(infos)
+}
+
+/// The part of a Nix tool's stderr that says why it failed: from its first `error:`
+/// line on (before it, Nix prints warnings, such as retries of unreachable substituters).
+fn errors_of(stderr: &str) -> &str {
+    let stderr = stderr.trim();
+    let first_error = stderr
+        .match_indices("error:")
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || stderr[..i].ends_with('\n'));
+    first_error.map_or(stderr, |i| &stderr[i..])
 }
 
 #[cfg(test)]
@@ -332,6 +343,18 @@ mod tests {
         assert!(store_path_of(Path::new("/nix/store")).is_none());
         assert!(store_path_of(Path::new("/tmp/psn431w328kgkr2451567sc4plhi89si-a")).is_none());
         assert!(store_path_of(Path::new("/nix/store/short-a")).is_none());
+    }
+
+    #[test]
+    fn nix_failures_are_told_by_their_errors() {
+        let stderr =
+            "warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': \
+                      Couldn't resolve host name (6); retrying in 251 ms\n\
+                      don't know how to build these paths:\n  /nix/store/x\n\
+                      error: path '/nix/store/x' is not valid\n";
+        assert_eq!(errors_of(stderr), "error: path '/nix/store/x' is not valid");
+        assert_eq!(errors_of("error: a\n  b\n"), "error: a\n  b");
+        assert_eq!(errors_of(" something else \n"), "something else");
     }
 
     #[test]
