@@ -171,6 +171,17 @@ fn commands_on_a_cache_refuse_a_data_dir_without_one() {
         &larder(&["gc", "--older-than", "30"]),
         "e.g. 90s, 15m, 6h or 30d",
     );
+    let token = private_file(&dir.path().join("read-token"), "");
+    let out = larder(&[
+        "index",
+        "query",
+        "--cache",
+        "http://127.0.0.1:1",
+        "--token-file",
+        s(&token),
+        "b6gvzjyb2pg0kjfwn6a6llj3k1bq6dwi",
+    ]);
+    refused(&out, "read-token: the token file is empty");
     bad_value(
         &larder(&[
             "index",

@@ -100,12 +100,17 @@ pub async fn run(args: QueryArgs) -> Result<(), CliError> {
         .map_err(CliError::Message)?;
     let values: Vec<U160> = hashes.iter().filter_map(|h| parse_hash(h).ok()).collect();
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(CliError::io(format!("read {}", path.display())))?
-                .trim()
-                .to_owned(),
-        ),
+        Some(path) => {
+            let token = crate::secret_file::read(path, "the read token")
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            if token.is_empty() {
+                return Err(CliError::Message(format!(
+                    "{}: the token file is empty; it should hold a token with the read scope",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
         None => None,
     };
     let http = reqwest::Client::builder()
