@@ -311,4 +311,8 @@ fn push_says_why_the_server_refused_or_did_not_answer() {
             && stderr.contains(&format!("chmod 600 {}", shared.display())),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a log: {stderr:?}"
+    );
 }
