@@ -160,6 +160,26 @@ impl Worker {
         }
     }
 
+    /// `POST /api/pending_closures` with `request` and the push token: the worker's
+    /// JSON answer (`id`, `pending_objects`). Panics, with the worker's words, unless
+    /// the session started.
+    pub async fn start_session(&self, request: &serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/pending_closures", self.url))
+            .bearer_auth(&self.token)
+            .json(request)
+            .send()
+            .await
+            .expect("send POST /api/pending_closures");
+        let status = response.status();
+        let body = response.text().await.expect("read the answer");
+        assert!(
+            status.is_success(),
+            "POST /api/pending_closures: {status}: {body}"
+        );
+        serde_json::from_str(&body).expect("a started session's answer is JSON")
+    }
+
     /// The worker's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.service.log()).unwrap_or_default()

@@ -59,15 +59,7 @@ impl Fixture {
 
     /// Starts a session with `request`; returns the answer and the session id.
     async fn start(&self, request: &Value) -> (Value, String) {
-        let started: Value = self
-            .post("/api/pending_closures", self.push_token())
-            .json(request)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let started = self.worker.start_session(request).await;
         let id = started["id"].as_str().unwrap().to_string();
         (started, id)
     }

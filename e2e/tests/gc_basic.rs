@@ -84,22 +84,17 @@ fn abandon_an_upload(worker: &Worker) -> String {
         ]
     });
     block_on(async {
-        let http = reqwest::Client::new();
-        let started: Value = http
-            .post(format!("{}/api/pending_closures", worker.url))
-            .bearer_auth(&worker.token)
-            .json(&request)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let started = worker.start_session(&request).await;
         let url = started["pending_objects"][&nar]["presigned_url"]
             .as_str()
             .unwrap()
             .to_string();
-        let put = http.put(url).body("half an upload").send().await.unwrap();
+        let put = reqwest::Client::new()
+            .put(url)
+            .body("half an upload")
+            .send()
+            .await
+            .unwrap();
         assert!(put.status().is_success(), "{}", put.status());
     });
     nar

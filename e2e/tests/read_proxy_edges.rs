@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use larder_e2e::larder::{Backend, Worker};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 const NAR: &str = "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar.zst";
@@ -39,16 +39,7 @@ async fn commit(w: &Worker) {
         {"key": format!("{HASH}.narinfo"), "type": "narinfo", "refs": [NAR, format!("{HASH}.ls")]},
         {"key": NAR, "type": "nar", "refs": [], "nar_size": NAR_LEN},
         {"key": format!("{HASH}.ls"), "type": "listing", "refs": []}]});
-    let started: Value = http
-        .post(format!("{}/api/pending_closures", w.url))
-        .bearer_auth(&w.token)
-        .json(&request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started = w.start_session(&request).await;
     let narinfo = zstd::encode_all(narinfo_text().as_bytes(), 3).unwrap();
     let contents: BTreeMap<String, (Vec<u8>, Option<&str>)> = BTreeMap::from([
         (NAR.to_string(), (nar_bytes(), None)),

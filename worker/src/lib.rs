@@ -10,6 +10,7 @@ pub mod nix;
 pub mod push;
 pub mod read;
 pub mod report;
+pub mod secret_file;
 pub mod server;
 pub mod storage;
 pub mod upload;

@@ -1,5 +1,7 @@
 //! The `larder` command.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 #[tokio::main]
@@ -10,6 +12,9 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: log files and `kubectl logs` would
+        // show the escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = larder_worker::cli::Cli::parse();
     match larder_worker::cli::run(cli).await {

@@ -12,7 +12,7 @@ use super::CliError;
 /// Keys listed per problem in the human report (all of them are in `--json`).
 const SHOWN: usize = 10;
 
-/// Check that every object a live root or pin reaches is in the bucket.
+/// Check that every object a live root or pin reaches is in the bucket
 ///
 /// Exits 0 when everything is there, 1 when anything is missing or wrong. Safe to run
 /// while the cache serves and pushes: it only reads.
@@ -40,7 +40,7 @@ pub struct FsckArgs {
 
 /// Runs the check and prints its report.
 pub async fn run(args: FsckArgs) -> Result<(), CliError> {
-    let db = args.store.connect_db().await?;
+    let db = args.store.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage("http://127.0.0.1").await?;
     let options = FsckOptions {

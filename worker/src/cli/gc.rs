@@ -12,18 +12,31 @@ use super::CliError;
 /// Where Kubernetes reads a container's termination message from.
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
-/// Arguments of `larder gc`.
+/// Collect garbage once: expire old roots, delete what no root reaches
+///
+/// A root (the closure of a push) expires when nothing pushed it again for
+/// --older-than; pins never expire. Objects no live root, pin or unfinished upload
+/// reaches are marked, and deleted once they have stayed marked for --grace, so a push
+/// racing a collection never loses what it relies on (docs/gc.md). Prints a summary
+/// on stderr; the last line on stdout is always the JSON summary.
+///
+/// Examples:
+///
+///   larder gc --older-than 30d --data-dir larder-data --dry-run
+///
+///   larder gc --older-than 30d --database postgres://larder@db/larder --storage s3://my-cache
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct GcArgs {
     /// Expire roots not pushed for this long (pins never expire), e.g. `720h` or `30d`.
-    #[arg(long, env = "LARDER_GC_OLDER_THAN", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LARDER_GC_OLDER_THAN", value_parser = super::values::duration)]
     pub older_than: Duration,
     /// Abandon upload sessions started this long ago.
     #[arg(long, env = "LARDER_GC_FAILED_UPLOADS_OLDER_THAN", default_value = "6h",
-          value_parser = humantime::parse_duration)]
+          value_parser = super::values::duration)]
     pub failed_uploads_older_than: Duration,
     /// Keep unreachable objects this long after marking before deleting them.
-    #[arg(long, env = "LARDER_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LARDER_GC_GRACE", default_value = "1h", value_parser = super::values::duration)]
     pub grace: Duration,
     /// Report what would be collected; change nothing.
     #[arg(long, env = "LARDER_GC_DRY_RUN")]
@@ -47,7 +60,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
             humantime::format_duration(url_lifetime)
         );
     }
-    let db = args.store.connect_db().await?;
+    let db = args.store.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage("http://127.0.0.1").await?;
     let options = GcOptions {

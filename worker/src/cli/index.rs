@@ -22,30 +22,36 @@ pub struct IndexArgs {
     pub command: IndexCommand,
 }
 
-/// Subcommands of `larder index`.
+/// Subcommands of `larder index`; each one's help is the doc of its arguments.
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
-    /// Build the next epoch of the binary cache index (RFC 0195) from the database and
-    /// publish it; exclusive across replicas, safe beside pushes and GC.
     Build(Box<BuildArgs>),
-    /// Ask a cache's index about store paths: absent, probably-present, present, or
-    /// unknown (the index cannot tell; ask for the narinfo).
     Query(super::index_query::QueryArgs),
 }
 
-/// Arguments of `larder index build`.
+/// Build the next epoch of the binary cache index (RFC 0195) and publish it
+///
+/// Reads the database, writes the index files next to the cache's objects and switches
+/// the manifest; exclusive across replicas, safe beside pushes and GC. Meant for a
+/// CronJob; `larder serve` keeps the journal between builds up to date by itself.
+///
+/// Example:
+///
+///   larder index build --public-url http://127.0.0.1:5050 --data-dir larder-data
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct BuildArgs {
     /// URL the cache is read from; the manifest's index URLs start with it.
-    #[arg(long, env = "LARDER_PUBLIC_URL")]
+    #[arg(long, env = "LARDER_PUBLIC_URL", value_name = "URL", value_parser = super::values::http_url)]
     pub public_url: String,
     /// Keep a retired epoch's files this long (clients may still hold an older manifest;
     /// the format asks for at least 10 minutes).
     #[arg(long, env = "LARDER_INDEX_GRACE", default_value = "15m",
-          value_parser = humantime::parse_duration)]
+          value_parser = super::values::duration)]
     pub grace: Duration,
     /// False-positive rate of the Bloom filter (`bloom.bin`).
-    #[arg(long, env = "LARDER_INDEX_BLOOM_RATE", default_value_t = 0.01)]
+    #[arg(long, env = "LARDER_INDEX_BLOOM_RATE", default_value_t = 0.01,
+          value_parser = super::values::rate)]
     pub bloom_rate: f64,
     /// Shard files written at once (object stores answer small PUTs slowly, not rarely).
     #[arg(long, short = 'j', env = "LARDER_INDEX_JOBS", default_value_t = 64,
@@ -73,7 +79,7 @@ async fn build(args: BuildArgs) -> Result<(), CliError> {
             humantime::format_duration(args.grace)
         );
     }
-    let db = args.store.connect_db().await?;
+    let db = args.store.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage(&args.public_url).await?;
     let options = BuildOptions {

@@ -14,11 +14,20 @@ use crate::nix::StorePath;
 
 use super::CliError;
 
-/// Arguments of `larder index query`.
+/// Ask a cache's index about store paths
+///
+/// Each answer is absent, probably-present, present, or unknown (the index cannot tell:
+/// ask for the narinfo), printed with its argument, one per line. A cache without an
+/// index, or an unusable one, answers unknown.
+///
+/// Example:
+///
+///   larder index query --cache http://127.0.0.1:5050 ./result /nix/store/…-hello-2.12
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct QueryArgs {
     /// The cache's URL (where `nix-cache-info` is).
-    #[arg(long, env = "LARDER_CACHE", value_name = "URL")]
+    #[arg(long, env = "LARDER_CACHE", value_name = "URL", value_parser = super::values::http_url)]
     pub cache: String,
     /// File holding a token with the read scope, for caches that require one.
     #[arg(long, env = "LARDER_READ_TOKEN_FILE", value_name = "FILE")]
@@ -91,12 +100,17 @@ pub async fn run(args: QueryArgs) -> Result<(), CliError> {
         .map_err(CliError::Message)?;
     let values: Vec<U160> = hashes.iter().filter_map(|h| parse_hash(h).ok()).collect();
     let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(CliError::io(format!("read {}", path.display())))?
-                .trim()
-                .to_owned(),
-        ),
+        Some(path) => {
+            let token = crate::secret_file::read(path, "the read token")
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            if token.is_empty() {
+                return Err(CliError::Message(format!(
+                    "{}: the token file is empty; it should hold a token with the read scope",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
         None => None,
     };
     let http = reqwest::Client::builder()

@@ -6,8 +6,17 @@ use crate::nix::SecretKey;
 
 use super::CliError;
 
-/// Arguments of `larder keygen`.
+/// Print a new signing key in Nix's format, and its public key on stderr
+///
+/// The secret key (`NAME:base64`) goes to stdout, for `larder serve --signing-key-file`;
+/// the public key goes to stderr, for clients' trusted-public-keys. NAME may not hold
+/// whitespace or ':'.
+///
+/// Example:
+///
+///   (umask 077; larder keygen cache.example.org-1 > signing-key)
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct KeygenArgs {
     /// Key name, conventionally the cache's host name and a number (`cache.example.org-1`).
     pub name: String,

@@ -8,6 +8,7 @@ pub mod keygen;
 pub mod migrate;
 pub mod serve;
 pub mod store;
+pub mod values;
 
 use clap::{Parser, Subcommand};
 
@@ -23,22 +24,16 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands.
+/// Subcommands; each one's help (examples included) is the doc of its arguments.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a worker: upload API, read proxy, metrics.
     Serve(serve::ServeArgs),
-    /// Upload store paths and their closures to a cache.
     Push(crate::push::args::PushArgs),
-    /// Collect garbage once: expire old roots, delete what no root reaches.
     Gc(gc::GcArgs),
-    /// Check that the bucket holds every object live roots and pins reach.
     Fsck(fsck::FsckArgs),
     /// The binary cache index (RFC 0195): build and publish it, or query a cache's.
     Index(index::IndexArgs),
-    /// Apply database migrations and exit (run before rolling out a new version).
     Migrate(migrate::MigrateArgs),
-    /// Print a new signing key in Nix's format, and its public key on stderr.
     Keygen(keygen::KeygenArgs),
 }
 

@@ -14,14 +14,32 @@ use crate::server::state::{AppState, ReadOptions};
 use super::store::StoreArgs;
 use super::CliError;
 
-/// Arguments of `larder serve`.
+/// Run a worker: upload API, read proxy, metrics
+///
+/// With no flags, a whole cache on this machine: SQLite and objects in ./larder-data,
+/// and a signing key and a push token generated there on first start. It prints the
+/// lines to add to nix.conf and the command to push with. With --database and
+/// --storage s3://… it is one stateless worker of a shared cache (run `larder migrate`
+/// first, or pass --migrate). Every flag can also be set by the variable shown as env.
+///
+/// Examples:
+///
+///   larder serve
+///
+///   larder serve --listen 0.0.0.0:5050 --public-url https://cache.example.org \
+///     --database postgres://larder@db/larder --storage s3://my-cache \
+///     --signing-key-file /run/secrets/signing-key --token-file /run/secrets/tokens
+///
+/// Stops on SIGINT or SIGTERM, after finishing the requests in flight.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "LARDER_LISTEN", default_value = "127.0.0.1:5050")]
+    #[arg(long, env = "LARDER_LISTEN", default_value = "127.0.0.1:5050",
+          value_parser = super::values::listen)]
     pub listen: SocketAddr,
     /// URL clients reach this worker at (default: http://<listen address>).
-    #[arg(long, env = "LARDER_PUBLIC_URL")]
+    #[arg(long, env = "LARDER_PUBLIC_URL", value_name = "URL", value_parser = super::values::http_url)]
     pub public_url: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
@@ -48,12 +66,13 @@ pub struct ServeArgs {
     pub priority: u32,
     /// Memory for narinfos read recently through the proxy, answered without asking the
     /// bucket again (0 turns it off). Misses are never remembered.
-    #[arg(long, env = "LARDER_NARINFO_CACHE_SIZE", default_value = "32MiB")]
+    #[arg(long, env = "LARDER_NARINFO_CACHE_SIZE", default_value = "32MiB",
+          value_parser = super::values::size)]
     pub narinfo_cache_size: bytesize::ByteSize,
     /// How long a cached narinfo is served: a narinfo deleted by a collection on another
     /// worker, or rewritten, may be served this much longer (the proxy tells HTTP caches
     /// they may keep narinfos for 5 minutes).
-    #[arg(long, env = "LARDER_NARINFO_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LARDER_NARINFO_CACHE_TTL", default_value = "30s", value_parser = super::values::duration)]
     pub narinfo_cache_ttl: std::time::Duration,
     /// Apply database migrations before serving (always done for the embedded SQLite).
     #[arg(long, env = "LARDER_MIGRATE")]
@@ -61,6 +80,9 @@ pub struct ServeArgs {
 }
 
 /// Runs the worker until SIGINT/SIGTERM.
+///
+/// Everything the flags name is checked, and the port taken, before anything is
+/// created: a refused start leaves no data dir, database or generated key behind.
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let public_url = args.public_url.clone().unwrap_or_else(|| {
         let addr = args.listen;
@@ -71,22 +93,37 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         };
         format!("http://{host}:{}", addr.port())
     });
+    let given_keys = read_signing_keys(&args.signing_key_files)?;
+    let given_tokens = args.token_file.as_deref().map(read_tokens).transpose()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| listen_error(args.listen, e))?;
     let store = &args.store;
-    let db = store.connect_db().await?;
+    // A database named by --database is only created when asked to migrate it.
+    let db = if args.migrate || store.embedded_database() {
+        store.connect_db().await?
+    } else {
+        store.connect_existing_db().await?
+    };
     if args.migrate || store.embedded_database() {
         db.migrate().await?;
     } else {
         db.check_schema().await?;
     }
     let storage = store.open_storage(&public_url).await?;
-    if args.signing_key_files.is_empty() || args.token_file.is_none() {
+    if given_keys.is_none() || given_tokens.is_none() {
         // Generated defaults (key, token) live in the data dir even when the database
         // and objects are elsewhere.
-        std::fs::create_dir_all(&store.data_dir)
-            .map_err(CliError::io(format!("create {}", store.data_dir.display())))?;
+        store.ensure_writable_data_dir()?;
     }
-    let keys = signing_keys(&args)?;
-    let (tokens, token_file) = tokens(&args)?;
+    let keys = match given_keys {
+        Some(keys) => keys,
+        None => default_signing_key(&store.data_dir)?,
+    };
+    let (tokens, token_file) = match given_tokens {
+        Some(tokens) => (tokens, None),
+        None => default_token(&store.data_dir)?,
+    };
     tokio::spawn(crate::index::publish::run(
         db.clone(),
         storage.clone(),
@@ -110,19 +147,52 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
             narinfo_cache_ttl: args.narinfo_cache_ttl,
         },
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(CliError::io(format!("listen on {}", args.listen)))?;
     print_welcome(&public_url, &keys, token_file.as_deref());
     crate::server::serve(listener, crate::server::router(state))
         .await
         .map_err(CliError::io("serve HTTP"))
 }
 
-fn read_secret(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(CliError::io(format!("read {}", path.display())))
+/// Why the port cannot be had, and what to do about it.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> CliError {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process listens there (another larder serve?): stop it, or pick \
+             another address with --listen"
+        }
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: pick another with --listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this machine has that address: use 127.0.0.1 or 0.0.0.0"
+        }
+        _ => "",
+    };
+    CliError::Message(format!("cannot listen on {addr}: {e}{hint}"))
+}
+
+/// The keys of `--signing-key-file`, or None when none was given.
+fn read_signing_keys(files: &[PathBuf]) -> Result<Option<Vec<SecretKey>>, CliError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files
+        .iter()
+        .map(|path| read_signing_key(path))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+fn read_signing_key(path: &Path) -> Result<SecretKey, CliError> {
+    let text = crate::secret_file::read(path, "the signing key")
+        .map_err(|e| CliError::Message(e.to_string()))?;
+    if text.is_empty() {
+        return Err(CliError::Message(format!(
+            "{}: the signing key file is empty; `larder keygen NAME > FILE` makes one",
+            path.display()
+        )));
+    }
+    SecretKey::parse(&text).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
 }
 
 /// Writes a file readable by its owner only, refusing to replace an existing one.
@@ -138,35 +208,27 @@ fn write_private(path: &Path, contents: &str) -> Result<(), CliError> {
         .map_err(CliError::io(format!("write {}", path.display())))
 }
 
-fn signing_keys(args: &ServeArgs) -> Result<Vec<SecretKey>, CliError> {
-    let mut files = args.signing_key_files.clone();
-    if files.is_empty() {
-        let default = args.store.data_dir.join("signing-key");
-        if !default.exists() {
-            let key = super::keygen::generate("larder-local-1")?;
-            write_private(&default, &format!("{}\n", key.to_nix_string()))?;
-        }
-        files.push(default);
+/// `signing-key` in the data dir, generated on first start.
+fn default_signing_key(data_dir: &Path) -> Result<Vec<SecretKey>, CliError> {
+    let path = data_dir.join("signing-key");
+    if !path.exists() {
+        let key = super::keygen::generate("larder-local-1")?;
+        write_private(&path, &format!("{}\n", key.to_nix_string()))?;
     }
-    files
-        .iter()
-        .map(|path| {
-            SecretKey::parse(&read_secret(path)?)
-                .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
-        })
-        .collect()
+    Ok(vec![read_signing_key(&path)?])
 }
 
-/// The accepted tokens, and the generated push token's file when there is one.
-fn tokens(args: &ServeArgs) -> Result<(Tokens, Option<PathBuf>), CliError> {
-    if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(CliError::io(format!("read {}", path.display())))?;
-        let tokens = Tokens::parse(&text)
-            .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
-        return Ok((tokens, None));
-    }
-    let path = args.store.data_dir.join("push-token");
+/// The tokens of `--token-file` (empty, e.g. /dev/null: nobody may push).
+fn read_tokens(path: &Path) -> Result<Tokens, CliError> {
+    let text = crate::secret_file::read(path, "the tokens")
+        .map_err(|e| CliError::Message(e.to_string()))?;
+    Tokens::parse(&text).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
+}
+
+/// The generated push token (`push-token` in the data dir, made on first start), and
+/// its file.
+fn default_token(data_dir: &Path) -> Result<(Tokens, Option<PathBuf>), CliError> {
+    let path = data_dir.join("push-token");
     if !path.exists() {
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes)
@@ -174,7 +236,14 @@ fn tokens(args: &ServeArgs) -> Result<(Tokens, Option<PathBuf>), CliError> {
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_private(&path, &format!("{token}\n"))?;
     }
-    let token = read_secret(&path)?;
+    let token = crate::secret_file::read(&path, "the push token")
+        .map_err(|e| CliError::Message(e.to_string()))?;
+    if token.is_empty() {
+        return Err(CliError::Message(format!(
+            "{} is empty: delete it and a new push token is generated",
+            path.display()
+        )));
+    }
     // The embedded default has one user: the one who started it.
     Ok((
         Tokens::single(&token, &[Scope::Push, Scope::Admin], "local"),

@@ -45,16 +45,68 @@ impl StoreArgs {
     /// Creates the data dir when the embedded default needs it.
     pub fn ensure_data_dir(&self) -> Result<(), CliError> {
         if self.database.is_none() || self.storage_dir().is_some() {
-            std::fs::create_dir_all(&self.data_dir)
-                .map_err(CliError::io(format!("create {}", self.data_dir.display())))?;
+            self.ensure_writable_data_dir()?;
         }
         Ok(())
     }
 
-    /// Connects to the database.
+    /// Creates the data dir and checks this user may write into it, so that a bad
+    /// `--data-dir` is named as such rather than as SQLite's "unable to open database file".
+    pub fn ensure_writable_data_dir(&self) -> Result<(), CliError> {
+        let dir = &self.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::Message(format!(
+                "cannot create the data dir {}: {e}; pick another with --data-dir",
+                dir.display()
+            ))
+        })?;
+        // The probe file is removed when dropped.
+        tempfile::Builder::new()
+            .prefix(".larder-write-check")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(|e| {
+                // The kind alone: tempfile's message names its random probe file.
+                CliError::Message(format!(
+                    "cannot write into the data dir {} ({}); give this user write access \
+                     or pick another with --data-dir",
+                    dir.display(),
+                    e.kind()
+                ))
+            })
+    }
+
+    /// Connects to the database, creating the embedded one (and the data dir) when
+    /// missing: for `serve` and `migrate`.
     pub async fn connect_db(&self) -> Result<Db, CliError> {
         self.ensure_data_dir()?;
         Ok(Db::connect(&self.database_url()).await?)
+    }
+
+    /// Connects to a database that must already exist: for commands that only work on
+    /// a cache (gc, fsck, index build, serve without --migrate), where a mistyped
+    /// `--data-dir` or `--database` must not leave an empty database behind.
+    pub async fn connect_existing_db(&self) -> Result<Db, CliError> {
+        if self.embedded_database() {
+            let file = self.data_dir.join("larder.db");
+            if !file.is_file() {
+                return Err(CliError::Message(format!(
+                    "no cache in {}: {} does not exist; is --data-dir right? \
+                     (`larder serve --data-dir DIR` creates one)",
+                    self.data_dir.display(),
+                    file.display()
+                )));
+            }
+        } else if let Some(file) = self.database.as_deref().and_then(sqlite_file) {
+            if !file.is_file() {
+                return Err(CliError::Message(format!(
+                    "there is no database at {}: is --database right? (`larder migrate \
+                     --database URL` creates one)",
+                    file.display()
+                )));
+            }
+        }
+        Ok(Db::connect_existing(&self.database_url()).await?)
     }
 
     /// The S3 settings, when the storage is a bucket.
@@ -92,6 +144,32 @@ impl StoreArgs {
             (Some(s3), _) => Ok(Storage::S3(S3Store::new(&s3).await?)),
             (None, Some(dir)) => Ok(Storage::Dir(DirStore::open(dir, public_url).await?)),
             (None, None) => Err(CliError::Message("no storage configured".into())),
+        }
+    }
+}
+
+/// The file of a `sqlite://path` or `sqlite:path` URL (options after `?` dropped).
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        for (url, file) in [
+            ("sqlite:///var/lib/larder.db", Some("/var/lib/larder.db")),
+            ("sqlite://larder.db?mode=rw", Some("larder.db")),
+            ("sqlite:x.db", Some("x.db")),
+            ("sqlite::memory:", None),
+            ("postgres://db/larder", None),
+        ] {
+            assert_eq!(sqlite_file(url), file.map(PathBuf::from), "{url}");
         }
     }
 }

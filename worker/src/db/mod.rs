@@ -39,6 +39,11 @@ pub enum DbError {
     UnsupportedUrl(String),
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error(
+        "cannot connect to the database {url} (tried for {}s): {cause}",
+        CONNECT_TIMEOUT.as_secs()
+    )]
+    Unreachable { url: String, cause: String },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error(
@@ -59,6 +64,21 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+}
+
+/// How long a connection is waited for (a database starting beside the worker is
+/// waited for; after that the worker gives up).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the database cannot be reached, from one direct connection attempt.
+async fn why_unreachable(options: &AnyConnectOptions) -> String {
+    let attempt = <sqlx::AnyConnection as sqlx::Connection>::connect_with(options);
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        // sqlx's message already ends with its cause's.
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(_)) => "it accepts connections only now".into(),
+        Err(_) => "no answer".into(),
+    }
 }
 
 /// Attaches what was being done to a sqlx error.
@@ -91,6 +111,16 @@ pub struct Db {
 impl Db {
     /// Connects to `url` (`postgres://…` or `sqlite://path`; the SQLite file is created).
     pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Self::open(url, "rwc").await
+    }
+
+    /// Connects to `url` like [`Db::connect`], but a missing SQLite file is an error.
+    pub async fn connect_existing(url: &str) -> Result<Db, DbError> {
+        Self::open(url, "rw").await
+    }
+
+    /// `sqlite_mode` is SQLite's `mode=` when the URL has none.
+    async fn open(url: &str, sqlite_mode: &str) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -102,7 +132,7 @@ impl Db {
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
+                format!("{url}{sep}mode={sqlite_mode}")
             }
             _ => url.to_string(),
         };
@@ -112,7 +142,7 @@ impl Db {
                 Backend::Postgres => 32,
                 Backend::Sqlite => 8,
             })
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -127,9 +157,20 @@ impl Db {
                     Ok(())
                 })
             })
-            .connect_with(options)
-            .await
-            .map_err(DbError::Connect)?;
+            .connect_with(options.clone())
+            .await;
+        let pool = match pool {
+            Ok(pool) => pool,
+            // The pool retries refused connections until its timeout, then says only
+            // that it timed out: one more attempt tells why.
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(DbError::Unreachable {
+                    url: redact(&url),
+                    cause: why_unreachable(&options).await,
+                })
+            }
+            Err(e) => return Err(DbError::Connect(e)),
+        };
         Ok(Db { pool, backend })
     }
 

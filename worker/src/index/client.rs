@@ -92,9 +92,10 @@ impl IndexClient {
     /// The body of `url`, `None` on 404.
     async fn fetch(&self, url: &str, limit: usize) -> Result<Option<Vec<u8>>, ClientError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        // reqwest's own message ("error sending request") leaves out why.
         let http_error = |e: reqwest::Error| ClientError::Http {
             url: url.to_owned(),
-            message: e.to_string(),
+            message: crate::report::error_chain(&e),
         };
         let mut request = self.http.get(url);
         if let Some(token) = self.token.as_deref() {

@@ -22,8 +22,12 @@ pub const MAX_KEY_NAME_LEN: usize = 256;
 pub enum SignatureError {
     #[error("{what} {input:?} is not `name:base64`")]
     NoName { what: &'static str, input: String },
-    #[error("{what} name {name:?} is empty, too long or has whitespace/control characters")]
-    BadName { what: &'static str, name: String },
+    #[error("{what} name {name:?} {why}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
     #[error("{what} named {name:?} is not valid base64")]
     BadBase64 { what: &'static str, name: String },
     #[error("{what} named {name:?} is {len} bytes; expected {expected}")]
@@ -47,13 +51,11 @@ fn split(what: &'static str, input: &str) -> Result<(String, Vec<u8>), Signature
             what,
             input: what_preview(what, input),
         })?;
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_KEY_NAME_LEN
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !name_ok {
+    if let Some(why) = name_problem(name) {
         return Err(SignatureError::BadName {
             what,
             name: preview(name),
+            why,
         });
     }
     let bytes = BASE64
@@ -182,7 +184,33 @@ impl fmt::Debug for SecretKey {
 }
 
 fn check_name(name: &str) -> Result<(), SignatureError> {
-    split("key", &format!("{name}:")).map(|_| ())
+    let why = if name.contains(':') {
+        // `name:base64` would split at the first colon.
+        Some("has a ':', which ends a key's name")
+    } else {
+        name_problem(name)
+    };
+    match why {
+        Some(why) => Err(SignatureError::BadName {
+            what: "key",
+            name: preview(name),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a key name, if anything.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_KEY_NAME_LEN {
+        Some("is longer than 256 bytes")
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("has whitespace or control characters")
+    } else {
+        None
+    }
 }
 
 /// A verifying key: `name:base64(32 bytes)`.
@@ -448,6 +476,15 @@ mod tests {
         assert!(matches!(SecretKey::parse("nocolon"), Err(NoName { .. })));
         assert!(matches!(SecretKey::parse(":AAAA"), Err(BadName { .. })));
         assert!(matches!(SecretKey::parse("a b:AAAA"), Err(BadName { .. })));
+        for (name, why) in [
+            ("", "is empty"),
+            ("a b", "whitespace"),
+            ("a:b", "':'"),
+            (&"n".repeat(257), "longer"),
+        ] {
+            let e = SecretKey::from_seed(name, [7; 32]).unwrap_err().to_string();
+            assert!(e.contains(why), "{name}: {e}");
+        }
         assert!(matches!(
             SecretKey::parse("k:not base64!"),
             Err(BadBase64 { .. })

@@ -19,9 +19,6 @@ use super::retry::{jitter, Decision, Outcome, RetryPolicy};
 use super::PushError;
 use crate::report::error_chain;
 
-/// Longest error body kept for a message.
-const MAX_ERROR_BODY: usize = 500;
-
 /// How `complete` ended.
 #[derive(Debug)]
 pub enum Completion {
@@ -91,12 +88,54 @@ impl Api {
         let response = send(step, self.retry, || {
             self.request(Method::POST, path).json(body)
         })
-        .await?;
+        .await
+        .map_err(|e| self.explain_refusal(e))?;
         response.json().await.map_err(|e| PushError::Http {
             step: step.to_string(),
             status: None,
             message: format!("unexpected answer: {e}"),
         })
+    }
+
+    /// Adds what to do to a 401 or 403: the server's own words ("missing bearer token")
+    /// do not say where a push token comes from.
+    fn explain_refusal(&self, error: PushError) -> PushError {
+        let hint = match (&error, &self.token) {
+            (
+                PushError::Http {
+                    status: Some(401), ..
+                },
+                None,
+            ) => {
+                "no push token was given: pass --token-file FILE or set LARDER_TOKEN \
+                 (`larder serve` writes one to push-token in its data dir)"
+            }
+            (
+                PushError::Http {
+                    status: Some(401), ..
+                },
+                Some(_),
+            ) => "the server does not know this push token: check --token-file or LARDER_TOKEN",
+            (
+                PushError::Http {
+                    status: Some(403), ..
+                },
+                _,
+            ) => "this token may not push: the server's token file must give it the push scope",
+            _ => return error,
+        };
+        match error {
+            PushError::Http {
+                step,
+                status,
+                message,
+            } => PushError::Http {
+                step,
+                status,
+                message: format!("{message}; {hint}"),
+            },
+            other => other,
+        }
     }
 
     /// Whether the server takes file declarations after the start of a session (a
@@ -112,7 +151,23 @@ impl Api {
         let response = send(step, self.retry, || {
             self.request(Method::GET, "/api/cache-config")
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The first request: unanswered or unknown, the URL is the likely mistake.
+            PushError::Http {
+                step,
+                status: status @ (None | Some(404)),
+                message,
+            } => PushError::Http {
+                step,
+                status,
+                message: format!(
+                    "{message}; is {} the URL `larder serve` printed, and is it running?",
+                    self.base
+                ),
+            },
+            other => other,
+        })?;
         let config: Features = response.json().await.map_err(|e| PushError::Http {
             step: step.to_string(),
             status: None,
@@ -245,10 +300,18 @@ pub async fn send(
                         status: status.as_u16(),
                         retry_after,
                     },
-                    http_error(step, Some(status), &body),
+                    http_error(step, status, &body),
                 )
             }
-            Err(e) => (Outcome::Transport, http_error(step, None, &error_chain(&e))),
+            // Our own words, whole: the useful part ("Connection refused") is at the end.
+            Err(e) => (
+                Outcome::Transport,
+                PushError::Http {
+                    step: step.to_string(),
+                    status: None,
+                    message: error_chain(&e),
+                },
+            ),
         };
         match policy.decide(attempt, &outcome, jitter(), SystemTime::now()) {
             Decision::GiveUp => return Err(with_attempts(error, attempt)),
@@ -260,26 +323,17 @@ pub async fn send(
     }
 }
 
-fn http_error(step: &str, status: Option<StatusCode>, body: &str) -> PushError {
-    let mut message = match status {
-        Some(s) => format!("HTTP {s}"),
-        None => String::new(),
-    };
+/// An error answer; the server's body is cut short (a proxy may answer with a page).
+fn http_error(step: &str, status: StatusCode, body: &str) -> PushError {
+    let mut message = format!("HTTP {status}");
     let body = body.trim();
     if !body.is_empty() {
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(
-            &crate::nix::preview(body)
-                .chars()
-                .take(MAX_ERROR_BODY)
-                .collect::<String>(),
-        );
+        message.push_str(": ");
+        message.push_str(&crate::nix::preview(body));
     }
     PushError::Http {
         step: step.to_string(),
-        status: status.map(|s| s.as_u16()),
+        status: Some(status.as_u16()),
         message,
     }
 }

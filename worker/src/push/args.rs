@@ -10,7 +10,7 @@ use clap::Args;
 use super::retry::RetryPolicy;
 use super::{push, PushError, PushOptions, PushSummary};
 
-/// Upload store paths and their closures to a Larder (or niks3) cache.
+/// Upload store paths and their closures to a Larder (or niks3) cache
 ///
 /// Every path's NAR is read from the local store, checked against the NarHash Nix
 /// recorded, compressed with zstd and uploaded with its `.ls` listing and, when the
@@ -37,7 +37,7 @@ pub struct PushArgs {
     pub paths: Vec<PathBuf>,
 
     /// Base URL of the worker (`larder serve` prints it).
-    #[arg(long, env = "LARDER_SERVER", value_name = "URL")]
+    #[arg(long, env = "LARDER_SERVER", value_name = "URL", value_parser = crate::cli::values::http_url)]
     pub server: String,
 
     /// Push token (a bearer token with the push scope).
@@ -69,7 +69,8 @@ pub struct PushArgs {
 
     /// Compressed NARs kept in memory between compressing and uploading; the rest wait
     /// in temporary files (TMPDIR).
-    #[arg(long, env = "LARDER_PUSH_MEMORY_BUDGET", default_value = "256MiB")]
+    #[arg(long, env = "LARDER_PUSH_MEMORY_BUDGET", default_value = "256MiB",
+          value_parser = crate::cli::values::size)]
     pub memory_budget: ByteSize,
 
     /// Attempts per request before giving up (429/503 honour Retry-After).
@@ -78,7 +79,7 @@ pub struct PushArgs {
     pub attempts: u32,
 
     /// Timeout of one request without progress (e.g. `30s`, `5m`).
-    #[arg(long, env = "LARDER_PUSH_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LARDER_PUSH_TIMEOUT", default_value = "5m", value_parser = crate::cli::values::duration)]
     pub timeout: Duration,
 
     /// Do not upload build logs.
@@ -109,7 +110,7 @@ pub struct PushArgs {
 }
 
 fn parse_part_size(raw: &str) -> Result<ByteSize, String> {
-    let size: ByteSize = raw.parse()?;
+    let size = crate::cli::values::size(raw)?;
     if size.as_u64() < super::upload::MIN_PART_SIZE {
         return Err(format!("{raw} is below S3's minimum part size of 5MiB"));
     }
@@ -122,11 +123,18 @@ impl PushArgs {
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
             (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| PushError::Input {
-                    path: file.display().to_string(),
-                    message: format!("cannot read the token file: {e}"),
-                })?;
-                Some(text.trim().to_string())
+                let token = crate::secret_file::read(file, "the push token")
+                    .map_err(|e| PushError::Config(e.to_string()))?;
+                if token.is_empty() {
+                    // Pushing without a token would only earn a 401 from the server.
+                    return Err(PushError::Input {
+                        path: file.display().to_string(),
+                        message: "the token file is empty; it should hold the push token \
+                                  (`larder serve` writes one to push-token in its data dir)"
+                            .into(),
+                    });
+                }
+                Some(token)
             }
             (None, None) => None,
         }
@@ -225,7 +233,20 @@ mod tests {
         ])
         .unwrap();
         let e = cli.push.options().unwrap_err().to_string();
-        assert!(e.contains("missing") && e.contains("token file"), "{e}");
+        assert!(e.contains("missing") && e.contains("push token"), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "push",
+            "--server",
+            "http://x",
+            "--token-file",
+            empty.to_str().unwrap(),
+            "p",
+        ])
+        .unwrap();
+        let e = cli.push.options().unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("push-token"), "{e}");
         assert!(Cli::try_parse_from([
             "push",
             "--server",

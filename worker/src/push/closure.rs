@@ -38,12 +38,22 @@ pub fn resolve(arg: &Path) -> Result<StorePath, PushError> {
         path: shown.clone(),
         message,
     };
-    let real = std::fs::canonicalize(arg).map_err(|e| bad(format!("cannot resolve it: {e}")))?;
+    let real = std::fs::canonicalize(arg).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file or store path".into()),
+        _ => bad(format!("cannot resolve it: {e}")),
+    })?;
     store_path_of(&real).ok_or_else(|| {
-        bad(format!(
-            "resolves to {}, which is not inside {STORE_DIR}",
-            real.display()
-        ))
+        if real == Path::new(STORE_DIR) {
+            bad(format!(
+                "is the store itself; name store paths in {STORE_DIR}, or ./result links"
+            ))
+        } else {
+            bad(format!(
+                "resolves to {}, which is not inside {STORE_DIR}; push store paths \
+                 (or ./result links to them)",
+                real.display()
+            ))
+        }
     })
 }
 
@@ -196,7 +206,14 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
     let step = format!("{} path-info --recursive --json", nix.display());
     let out = cmd.output().await.map_err(|e| PushError::Nix {
         step: step.clone(),
-        message: format!("cannot run it: {e}"),
+        message: match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot run it: {e}; push reads the closure from the local Nix: is Nix \
+                 installed and `{}` on PATH?",
+                nix.display()
+            ),
+            _ => format!("cannot run it: {e}"),
+        },
     })?;
     if !out.status.success() {
         return Err(PushError::Nix {
@@ -204,7 +221,7 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
             message: format!(
                 "{}: {}",
                 out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                errors_of(&String::from_utf8_lossy(&out.stderr))
             ),
         });
     }
@@ -218,6 +235,17 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
         }
     }
     Ok(infos)
+}
+
+/// The part of a Nix tool's stderr that says why it failed: from its first `error:`
+/// line on (before it, Nix prints warnings, such as retries of unreachable substituters).
+fn errors_of(stderr: &str) -> &str {
+    let stderr = stderr.trim();
+    let first_error = stderr
+        .match_indices("error:")
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || stderr[..i].ends_with('\n'));
+    first_error.map_or(stderr, |i| &stderr[i..])
 }
 
 #[cfg(test)]
@@ -318,6 +346,18 @@ mod tests {
     }
 
     #[test]
+    fn nix_failures_are_told_by_their_errors() {
+        let stderr =
+            "warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': \
+                      Couldn't resolve host name (6); retrying in 251 ms\n\
+                      don't know how to build these paths:\n  /nix/store/x\n\
+                      error: path '/nix/store/x' is not valid\n";
+        assert_eq!(errors_of(stderr), "error: path '/nix/store/x' is not valid");
+        assert_eq!(errors_of("error: a\n  b\n"), "error: a\n  b");
+        assert_eq!(errors_of(" something else \n"), "something else");
+    }
+
+    #[test]
     fn resolves_result_symlinks_and_refuses_other_paths() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("result");
@@ -329,7 +369,9 @@ mod tests {
         let e = resolve(&dir.path().join("missing"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("missing") && e.contains("cannot resolve"), "{e}");
+        assert!(e.contains("missing: no such file"), "{e}");
+        let e = resolve(Path::new(STORE_DIR)).unwrap_err().to_string();
+        assert!(e.contains("is the store itself"), "{e}");
         if let Some(Ok(entry)) = std::fs::read_dir(STORE_DIR).ok().and_then(|mut d| d.next()) {
             let target = entry.path();
             if let Some(expected) = store_path_of(&target) {

@@ -127,6 +127,13 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
         .build()
         .map_err(|e| PushError::Config(format!("cannot set up HTTP: {e}")))?;
     let api = api::Api::new(http, &options.server, options.token.clone(), options.retry)?;
+    // Local arguments first: a mistyped path is reported at once, not after the
+    // server's retries.
+    let mut roots = BTreeSet::new();
+    for p in &options.paths {
+        roots.insert(closure::resolve(p)?);
+    }
+    let roots: Vec<StorePath> = roots.into_iter().collect();
     let declare_files = api.declares_files().await?;
     if !declare_files {
         tracing::warn!(
@@ -134,12 +141,6 @@ pub async fn push(options: PushOptions) -> Result<PushSummary, PushError> {
              one); uploads go unchecked by the storage"
         );
     }
-
-    let mut roots = BTreeSet::new();
-    for p in &options.paths {
-        roots.insert(closure::resolve(p)?);
-    }
-    let roots: Vec<StorePath> = roots.into_iter().collect();
     let infos = closure::query(&options.nix, &roots).await?;
     let paths_total = infos.len();
     let progress = Progress::new(options.progress);

@@ -20,10 +20,20 @@ pub struct S3Config {
     #[arg(long = "s3-region", env = "LARDER_S3_REGION")]
     pub region: Option<String>,
     /// Bucket name.
-    #[arg(long = "s3-bucket", env = "LARDER_S3_BUCKET", default_value = "")]
+    #[arg(
+        long = "s3-bucket",
+        env = "LARDER_S3_BUCKET",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub bucket: String,
     /// Key prefix applied to every object (`cache/` and `/cache` mean the same).
-    #[arg(long = "s3-prefix", env = "LARDER_S3_PREFIX", default_value = "")]
+    #[arg(
+        long = "s3-prefix",
+        env = "LARDER_S3_PREFIX",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub prefix: String,
     /// Path-style addressing (`endpoint/bucket/key`), as Garage and MinIO want.
     #[arg(long = "s3-path-style", env = "LARDER_S3_PATH_STYLE")]

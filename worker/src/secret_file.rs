@@ -1,0 +1,70 @@
+//! Files holding secrets (tokens, signing keys) that a command line names.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Why a secret file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot read {what}: {source}")]
+pub struct SecretFileError {
+    path: String,
+    what: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Mode bits that let users other than the owner and its group read or replace a file.
+const OTHERS: u32 = 0o006;
+
+/// Reads `path` (`what` names it in messages, e.g. "the token file"), trimmed of
+/// surrounding whitespace. A regular file that other users may read or write is read
+/// anyway, with a warning: refusing would stop a cache whose secret was mounted with a
+/// lax mode, and the secret is already exposed by then.
+pub fn read(path: &Path, what: &'static str) -> Result<String, SecretFileError> {
+    let fail = |source| SecretFileError {
+        path: path.display().to_string(),
+        what,
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(fail)?;
+    let text = text.trim();
+    // An empty file holds no secret to expose; its caller says what is wrong with it.
+    if let Some(mode) = exposed_mode(path).filter(|_| !text.is_empty()) {
+        tracing::warn!(
+            "{} is readable or writable by every user (mode {mode:04o}): anyone on this \
+             machine can use {what}; `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// The mode of a regular file other users may read or write (devices such as
+/// /dev/null, an empty token file, are not secrets).
+fn exposed_mode(path: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    (meta.is_file() && mode & OTHERS != 0).then_some(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_trimmed_and_tells_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read(&file, "the token file").unwrap(), "secret");
+        assert_eq!(exposed_mode(&file), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed_mode(&file), Some(0o644));
+        assert_eq!(exposed_mode(Path::new("/dev/null")), None);
+        let e = read(&dir.path().join("missing"), "the token file").unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("missing: cannot read the token file: "), "{e}");
+    }
+}
