@@ -195,8 +195,8 @@ fn build(worker: &Worker, folder: Option<&std::path::Path>) -> Built {
     };
     let rss_kib = field("Maximum resident set size (kbytes):") as u64;
     let larder_cpu = field("User time (seconds):") + field("System time (seconds):");
-    let plain = strip_ansi(&stderr);
-    let read = plain
+    // Logs carry no colour codes when stderr is not a terminal.
+    let read = stderr
         .lines()
         .find(|l| l.contains("read every narinfo"))
         .and_then(|l| l.split("ms=").nth(1))
@@ -225,24 +225,6 @@ struct Built {
     read: String,
     /// CPU seconds of `larder index build`, PostgreSQL and Garage while it ran.
     cpu: [f64; 3],
-}
-
-/// The text without terminal colour sequences (`ESC [ … m`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// log2 C(2^160, n) = Σ_{i<n} log2(2^160 − i) − log2 n!, and 2^160 − i ≈ 2^160 here.
