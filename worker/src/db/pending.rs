@@ -220,14 +220,22 @@ pub async fn start(
     starting.commit(&[]).await
 }
 
-/// Every pending object of session `id`, sorted by key; `None` when there is no such session.
-pub async fn objects(db: &Db, id: i64) -> Result<Option<Vec<PendingObject>>, DbError> {
-    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
+/// Whether session `id` is pending (neither committed nor cleaned up).
+pub(crate) async fn session_exists<'e, E>(executor: E, id: i64) -> Result<bool, DbError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
         .bind(id)
-        .fetch_optional(db.pool())
+        .fetch_optional(executor)
         .await
         .context("look up the pending closure")?;
-    if exists.is_none() {
+    Ok(row.is_some())
+}
+
+/// Every pending object of session `id`, sorted by key; `None` when there is no such session.
+pub async fn objects(db: &Db, id: i64) -> Result<Option<Vec<PendingObject>>, DbError> {
+    if !session_exists(db.pool(), id).await? {
         return Ok(None);
     }
     let rows = sqlx::query(

@@ -46,13 +46,7 @@ pub async fn declare(db: &Db, id: i64, files: &[FileDeclaration]) -> Result<Decl
         .begin()
         .await
         .context("begin a file declaration")?;
-    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("look up the pending closure")?
-        .is_some();
-    if !exists {
+    if !super::pending::session_exists(&mut *tx, id).await? {
         return Ok(Declaration::NoSession);
     }
     let mut declared = Vec::with_capacity(files.len());

@@ -13,12 +13,7 @@ pub async fn declared_narinfos(
     db: &Db,
     id: i64,
 ) -> Result<Option<BTreeMap<String, Vec<String>>>, DbError> {
-    let exists = sqlx::query("SELECT 1 FROM pending_closures WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
-        .context("look up the pending closure")?;
-    if exists.is_none() {
+    if !super::pending::session_exists(db.pool(), id).await? {
         return Ok(None);
     }
     let rows =
