@@ -206,6 +206,29 @@ fn commands_on_a_cache_refuse_a_data_dir_without_one() {
     );
 }
 
+/// `migrate` of a named database leaves the data dir alone: it holds only the embedded
+/// database, and a migration Job must not grow a `larder-data/` wherever it runs.
+#[test]
+fn migrate_of_a_named_database_creates_no_data_dir() {
+    let dir = scratch();
+    let data = dir.path().join("data");
+    let db = dir.path().join("cache.db");
+    let out = larder(&[
+        "migrate",
+        "--data-dir",
+        s(&data),
+        "--database",
+        &format!("sqlite://{}", db.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.is_file(), "the database was not created");
+    assert!(!data.exists(), "migrate created {}", data.display());
+}
+
 #[test]
 fn keygen_says_what_is_wrong_with_a_name() {
     for (name, want) in [

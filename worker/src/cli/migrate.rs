@@ -22,7 +22,12 @@ pub struct MigrateArgs {
 
 /// Applies the embedded migrations.
 pub async fn run(args: MigrateArgs) -> Result<(), CliError> {
-    let db = args.store.connect_db().await?;
+    // Only the embedded database lives in the data dir; a migration of a named one
+    // (a Job, an operator's shell) must not leave a `larder-data/` wherever it ran.
+    if args.store.embedded_database() {
+        args.store.ensure_writable_data_dir()?;
+    }
+    let db = crate::db::Db::connect(&args.store.database_url()).await?;
     db.migrate().await?;
     eprintln!("database schema is up to date");
     Ok(())

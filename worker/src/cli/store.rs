@@ -77,7 +77,7 @@ impl StoreArgs {
     }
 
     /// Connects to the database, creating the embedded one (and the data dir) when
-    /// missing: for `serve` and `migrate`.
+    /// missing: for `serve`.
     pub async fn connect_db(&self) -> Result<Db, CliError> {
         self.ensure_data_dir()?;
         Ok(Db::connect(&self.database_url()).await?)
