@@ -220,6 +220,27 @@ pub async fn start(
     starting.commit(&[]).await
 }
 
+/// The open upload sessions, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenSessions {
+    /// How many.
+    pub count: i64,
+    /// Start of the oldest (Unix ms), if any.
+    pub oldest_started_ms: Option<i64>,
+}
+
+/// Counts the open upload sessions (an index-only read of a small table).
+pub async fn open_sessions(db: &Db) -> Result<OpenSessions, DbError> {
+    let row = sqlx::query("SELECT COUNT(*), MIN(started_at) FROM pending_closures")
+        .fetch_one(db.pool())
+        .await
+        .context("count open upload sessions")?;
+    Ok(OpenSessions {
+        count: row.try_get(0).context("decode the session count")?,
+        oldest_started_ms: row.try_get(1).context("decode the oldest session start")?,
+    })
+}
+
 /// Whether session `id` is pending (neither committed nor cleaned up).
 pub(crate) async fn session_exists<'e, E>(executor: E, id: i64) -> Result<bool, DbError>
 where

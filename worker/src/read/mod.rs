@@ -3,6 +3,7 @@
 //! binary cache index's files.
 
 pub mod cache_info;
+pub mod counted;
 pub mod head;
 pub mod headers;
 pub mod index;

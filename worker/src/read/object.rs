@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use crate::auth::Scope;
 use crate::nix::{ObjectKey, ObjectType};
 use crate::server::error::ApiError;
+use crate::server::metrics::Metrics;
 use crate::server::state::AppState;
 use crate::storage::{ByteRange, Conditions, ContentRange, GetObject, Storage, StorageError};
 
@@ -58,10 +59,29 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         ApiError::NotFound(format!("no such object: {}", crate::nix::preview(raw)))
     })?;
     let kind = key.object_type();
+    let metrics = request.extensions().get::<Metrics>().cloned();
+    let method = request.method().clone();
+    let response = answer(&state, &method, headers, &key, metrics.as_ref()).await?;
+    Ok(match metrics {
+        Some(metrics) if method == Method::GET => {
+            response.map(|body| super::counted::counted(body, metrics.read_bytes(kind)))
+        }
+        _ => response,
+    })
+}
 
+/// The answer to a GET or HEAD of `key`.
+async fn answer(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &ObjectKey,
+    metrics: Option<&Metrics>,
+) -> Result<Response, ApiError> {
+    let kind = key.object_type();
     // Only GETs are redirected: the URL is signed for GET, so S3 refuses a HEAD of it
     // (403), and a HEAD answered here reads no bytes through the worker anyway.
-    let is_get = request.method() == Method::GET;
+    let is_get = *method == Method::GET;
     if kind == ObjectType::Nar && is_get && state.read_options().redirect_nars {
         if let Some(url) = state
             .storage()
@@ -76,7 +96,7 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         // A HEAD of one reads it like a GET: its Content-Length is the decompressed length,
         // which only reading tells, and the read is of a few hundred bytes that then fill
         // the narinfo cache (Nix asks whether a cache has a path with a HEAD of its narinfo).
-        return narinfo(&state, key.as_str(), headers).await;
+        return narinfo(state, key.as_str(), headers, metrics).await;
     }
     // A Range we cannot serve (several ranges, another unit, `5-2`) is ignored and the
     // whole object sent, as RFC 9110 §14.2 says and S3 itself does; a 400 would fail a
@@ -87,16 +107,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
         .and_then(|value| ByteRange::parse(value).ok());
     // If-Range only conditions a Range (§13.1.5); without one it means nothing.
     let if_range = range.and_then(|_| IfRange::of(headers));
-    if request.method() == Method::HEAD {
-        return super::head::serve(
-            &state,
-            kind,
-            key.as_str(),
-            range,
-            if_range.as_ref(),
-            headers,
-        )
-        .await;
+    if *method == Method::HEAD {
+        return super::head::serve(state, kind, key.as_str(), range, if_range.as_ref(), headers)
+            .await;
     }
     let conditions = conditions(headers);
     match get(
@@ -149,11 +162,20 @@ async fn get(
 
 /// A narinfo: from the narinfo cache, else from the bucket (decompressed if stored
 /// zstd-compressed, as niks3 and `larder push` store them) and then cached.
-async fn narinfo(state: &AppState, key: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn narinfo(
+    state: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+    metrics: Option<&Metrics>,
+) -> Result<Response, ApiError> {
     let kind = ObjectType::Narinfo;
     let conditions = conditions(headers);
     let cache = state.narinfo_cache();
-    if let Some(hit) = cache.get(key) {
+    let hit = cache.get(key);
+    if let Some(metrics) = metrics {
+        metrics.narinfo_lookup(hit.is_some());
+    }
+    if let Some(hit) = hit {
         if crate::storage::not_modified(&conditions, hit.etag.as_deref(), hit.last_modified) {
             return Ok(not_modified(kind));
         }

@@ -25,13 +25,59 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of what the read proxy served: the object type (`narinfo`, `nar`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Object type, as the wire names it.
+    pub kind: &'static str,
+}
+
+/// Labels of a narinfo cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
 /// The worker's metrics registry.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RequestLabels, Histogram>,
+    read_bytes: Family<KindLabels, Counter>,
+    narinfo_lookups: Family<LookupLabels, Counter>,
     gc: GcGauges,
+    sessions: SessionGauges,
+}
+
+/// Open upload sessions, read from the database at every scrape (every worker sees all).
+#[derive(Clone, Default)]
+struct SessionGauges {
+    open: Gauge,
+    oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl SessionGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pending_closures",
+            "Upload sessions started and not yet committed or cleaned up",
+            self.open.clone(),
+        );
+        registry.register(
+            "pending_closure_oldest_age_seconds",
+            "Age of the oldest open upload session (0 when none): a push that never \
+             finished, until cleanup removes it",
+            self.oldest_age.clone(),
+        );
+    }
+
+    fn set(&self, open: &crate::db::pending::OpenSessions, now_ms: i64) {
+        self.open.set(open.count);
+        let age = open.oldest_started_ms.map_or(0, |t| (now_ms - t).max(0));
+        self.oldest_age.set(age as f64 / 1000.0);
+    }
 }
 
 /// Labels of GC runs.
@@ -122,14 +168,48 @@ impl Metrics {
             "Time to the response head",
             duration.clone(),
         );
+        let read_bytes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "read_body_bytes",
+            "Body bytes the read proxy sent, by object type",
+            read_bytes.clone(),
+        );
+        let narinfo_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "narinfo_cache_lookups",
+            "Narinfo reads answered from memory (hit) or from storage (miss)",
+            narinfo_lookups.clone(),
+        );
         let gc = GcGauges::default();
         gc.register(&mut registry);
+        let sessions = SessionGauges::default();
+        sessions.register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             requests,
             duration,
+            read_bytes,
+            narinfo_lookups,
             gc,
+            sessions,
         }
+    }
+
+    /// The counter of body bytes sent for objects of `kind`.
+    pub fn read_bytes(&self, kind: crate::nix::ObjectType) -> Counter {
+        self.read_bytes
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .clone()
+    }
+
+    /// Counts one narinfo cache lookup.
+    pub fn narinfo_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.narinfo_lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
     }
 }
 
@@ -168,6 +248,10 @@ pub async fn serve(
         Ok(stats) => metrics.gc.set(&stats),
         // Keep serving the request metrics; the GC gauges keep their last values.
         Err(e) => tracing::warn!("cannot read GC statistics for /metrics: {e}"),
+    }
+    match crate::db::pending::open_sessions(state.db()).await {
+        Ok(open) => metrics.sessions.set(&open, crate::db::now_ms()),
+        Err(e) => tracing::warn!("cannot count upload sessions for /metrics: {e}"),
     }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &metrics.registry).is_err() {
