@@ -11,6 +11,7 @@
 mod cache_children;
 mod cache_deletion;
 mod cache_invalid;
+mod cache_migration;
 mod cache_updates;
 mod crds;
 mod gc_policy;

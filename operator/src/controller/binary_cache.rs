@@ -75,10 +75,7 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
 
     // Facts about the rollout: the running Deployment and the migration Job.
     let name = valid.view.name;
-    let job_name = names::migration_job(
-        name,
-        &migration_job::key(&valid.image, &valid.database_checksum),
-    );
+    let job_name = migration_job::name(&valid.view, &valid.image, &valid.database_checksum);
     let workers_name = names::workers(name);
     let (current, job) = futures::try_join!(
         get::<Deployment>(client, &namespace, &workers_name),
