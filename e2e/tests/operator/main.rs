@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 mod cache_children;
+mod cache_conflict;
 mod cache_deletion;
 mod cache_invalid;
 mod cache_migration;

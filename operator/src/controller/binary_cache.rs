@@ -97,7 +97,13 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     let wanted = children::build(&valid, &rollout);
     let uid = cache.uid().unwrap_or_default();
     let (applied_notes, applied) =
-        controller_children::apply_all(client, &namespace, name, &uid, wanted).await?;
+        match controller_children::apply_all(client, &namespace, name, &uid, wanted).await {
+            Ok(done) => done,
+            Err(e) => {
+                events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
+                return report_apply_failed(&cache, &ctx, &valid, e).await;
+            }
+        };
     notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
@@ -129,12 +135,35 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
-/// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
-async fn report_invalid(
+/// Status and Event for a child that could not be applied, when retrying alone will not help
+/// (else the error goes back to the controller quietly); either way retried with backoff.
+async fn report_apply_failed(
     cache: &BinaryCache,
     ctx: &Context,
-    invalid: &InvalidCache,
+    valid: &ValidCache<'_>,
+    error: Error,
 ) -> Result<Action, Error> {
+    let Some(reason) = error.lasting_reason() else {
+        return Err(error);
+    };
+    warn_once(cache, ctx, reason, "Apply", error.to_string()).await?;
+    let outcome = Outcome::ApplyFailed {
+        reason,
+        message: error.to_string(),
+    };
+    write_status(&ctx.client, cache, &outcome, facts(valid, None)).await?;
+    Err(error)
+}
+
+/// Publishes a Warning with `reason` unless the stored `Ready` condition already has that
+/// reason for this generation: one Event per new problem, not one per retry.
+async fn warn_once(
+    cache: &BinaryCache,
+    ctx: &Context,
+    reason: &str,
+    action: &'static str,
+    note: String,
+) -> Result<(), Error> {
     // Read from the API server, not the controller's cache: a reconcile queued while
     // the last one ran may get the object without the status that one just wrote, and
     // would warn a second time.
@@ -146,17 +175,33 @@ async fn report_invalid(
         .status
         .as_ref()
         .and_then(|s| events::ready_reason(&s.conditions));
-    // One Warning per new reason or generation, not one per retry.
-    if was != Some((invalid.reason().to_string(), cache.metadata.generation)) {
+    if was != Some((reason.to_string(), cache.metadata.generation)) {
         let note = Note {
             type_: EventType::Warning,
-            reason: invalid.reason().into(),
-            action: "Validate",
-            note: invalid.to_string(),
+            reason: reason.into(),
+            action,
+            note,
             related: None,
         };
         events::publish(&ctx.fresh_recorder(), cache, note).await;
     }
+    Ok(())
+}
+
+/// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
+async fn report_invalid(
+    cache: &BinaryCache,
+    ctx: &Context,
+    invalid: &InvalidCache,
+) -> Result<Action, Error> {
+    warn_once(
+        cache,
+        ctx,
+        invalid.reason(),
+        "Validate",
+        invalid.to_string(),
+    )
+    .await?;
     write_status(
         &ctx.client,
         cache,

@@ -51,6 +51,13 @@ pub enum Outcome<'a> {
     Invalid(&'a InvalidCache),
     /// `spec.suspend`: nothing was applied.
     Suspended,
+    /// Applying a child failed in a way retries alone will not fix.
+    ApplyFailed {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// Children applied.
     Applied {
         /// The rollout decision.
@@ -126,6 +133,12 @@ fn decide(outcome: &Outcome) -> Vec<Decided> {
             ),
             Decided::new(PROGRESSING, false, "Suspended", "spec.suspend is set"),
             Decided::new(DEGRADED, false, "Suspended", "spec.suspend is set"),
+        ],
+        // Not Ready: the cluster does not run what the spec asks for, whatever old workers do.
+        Outcome::ApplyFailed { reason, message } => vec![
+            Decided::new(READY, false, reason, message.clone()),
+            Decided::new(PROGRESSING, false, reason, "retrying with backoff"),
+            Decided::new(DEGRADED, true, reason, message.clone()),
         ],
         Outcome::Applied {
             rollout,
@@ -319,6 +332,26 @@ mod tests {
         assert_eq!(is_true(&s.conditions, READY), Some(true));
         assert_eq!(reason(&s, DEGRADED), "MigrationFailed");
         assert_eq!(s.migrated_image, None);
+    }
+
+    #[test]
+    fn a_failed_apply_degrades_and_keeps_what_status_knew() {
+        let old = BinaryCacheStatus {
+            ready_replicas: 2,
+            migrated_image: Some("larder:1".into()),
+            ..BinaryCacheStatus::default()
+        };
+        let outcome = Outcome::ApplyFailed {
+            reason: "ChildConflict",
+            message: "Service main exists".into(),
+        };
+        let s = compute(Some(&old), Some(3), &outcome, Facts::default(), &now());
+        assert_eq!(is_true(&s.conditions, READY), Some(false));
+        assert_eq!(is_true(&s.conditions, DEGRADED), Some(true));
+        assert_eq!(reason(&s, DEGRADED), "ChildConflict");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.ready_replicas, 2);
+        assert_eq!(s.migrated_image.as_deref(), Some("larder:1"));
     }
 
     #[test]
