@@ -8,6 +8,7 @@
 //! children; of two replicas only the leader writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
+mod cache_autoscaling;
 mod cache_children;
 mod cache_conflict;
 mod cache_deletion;

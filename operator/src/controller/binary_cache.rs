@@ -96,14 +96,23 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     // Build (pure) and apply.
     let wanted = children::build(&valid, &rollout);
     let uid = cache.uid().unwrap_or_default();
-    let (applied_notes, applied) =
-        match controller_children::apply_all(client, &namespace, name, &uid, wanted).await {
-            Ok(done) => done,
-            Err(e) => {
-                events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
-                return report_apply_failed(&cache, &ctx, &valid, e).await;
-            }
-        };
+    let applying = async {
+        controller_children::hand_over_replicas(
+            client,
+            &namespace,
+            current.as_ref(),
+            wanted.deployment.as_ref(),
+        )
+        .await?;
+        controller_children::apply_all(client, &namespace, name, &uid, wanted).await
+    };
+    let (applied_notes, applied) = match applying.await {
+        Ok(done) => done,
+        Err(e) => {
+            events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
+            return report_apply_failed(&cache, &ctx, &valid, e).await;
+        }
+    };
     notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
