@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -155,7 +155,7 @@ async fn report_apply_failed(
     let Some(reason) = error.lasting_reason() else {
         return Err(error);
     };
-    warn_once(cache, ctx, reason, "Apply", error.to_string()).await?;
+    events::warn_once(ctx, cache, conditions, reason, "Apply", error.to_string()).await?;
     let outcome = Outcome::ApplyFailed {
         reason,
         message: error.to_string(),
@@ -164,37 +164,9 @@ async fn report_apply_failed(
     Err(error)
 }
 
-/// Publishes a Warning with `reason` unless the stored `Ready` condition already has that
-/// reason for this generation: one Event per new problem, not one per retry.
-async fn warn_once(
-    cache: &BinaryCache,
-    ctx: &Context,
-    reason: &str,
-    action: &'static str,
-    note: String,
-) -> Result<(), Error> {
-    // Read from the API server, not the controller's cache: a reconcile queued while
-    // the last one ran may get the object without the status that one just wrote, and
-    // would warn a second time.
-    let namespace = cache.namespace().ok_or(Error::Metadata("namespace"))?;
-    let latest = get::<BinaryCache>(&ctx.client, &namespace, &cache.name_any()).await?;
-    let was = latest
-        .as_ref()
-        .unwrap_or(cache)
-        .status
-        .as_ref()
-        .and_then(|s| events::ready_reason(&s.conditions));
-    if was != Some((reason.to_string(), cache.metadata.generation)) {
-        let note = Note {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            action,
-            note,
-            related: None,
-        };
-        events::publish(&ctx.fresh_recorder(), cache, note).await;
-    }
-    Ok(())
+/// The stored conditions of a cache, for [`events::warn_once`].
+fn conditions(cache: &BinaryCache) -> Option<&[Condition]> {
+    cache.status.as_ref().map(|s| s.conditions.as_slice())
 }
 
 /// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
@@ -203,14 +175,8 @@ async fn report_invalid(
     ctx: &Context,
     invalid: &InvalidCache,
 ) -> Result<Action, Error> {
-    warn_once(
-        cache,
-        ctx,
-        invalid.reason(),
-        "Validate",
-        invalid.to_string(),
-    )
-    .await?;
+    let note = invalid.to_string();
+    events::warn_once(ctx, cache, conditions, invalid.reason(), "Validate", note).await?;
     write_status(
         &ctx.client,
         cache,
