@@ -35,9 +35,10 @@ async fn turning_autoscaling_on_keeps_the_worker_count() {
 
     // Four workers lie within the bounds, so the autoscaler (which has no metrics here) has
     // no reason to change the count either.
-    let patch = serde_json::json!({"spec": {"workers": {"autoscaling": {
-        "minReplicas": 2, "maxReplicas": 8
-    }}}});
+    let patch = serde_json::json!({"spec": {"workers": {
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 8},
+        "resources": {"requests": {"cpu": "100m"}},
+    }}});
     Api::<BinaryCache>::namespaced(client.clone(), &ns)
         .patch("main", &PatchParams::default(), &Patch::Merge(patch))
         .await

@@ -41,6 +41,7 @@ spec:
     secretName: push-tokens
   workers:
     autoscaling: {minReplicas: 2, maxReplicas: 5}
+    resources: {requests: {cpu: 100m}}
   ingress:
     host: cache.example.org
   index:
