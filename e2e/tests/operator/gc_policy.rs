@@ -222,3 +222,30 @@ async fn a_schedule_the_cronjob_refuses_is_reported_until_fixed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cache_removes_the_policys_cronjob() {
+    let (client, ns) = ControlPlane::namespace("operator-gc-orphan").await;
+    install_crds(&client).await;
+    let _operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    create(&client, &ns, &minimal_cache("main")).await;
+    migrate(&client, &ns, "main").await;
+    create(&client, &ns, &policy()).await;
+    appears::<CronJob>(&client, &ns, "nightly-gc").await;
+
+    // Runs would use the cache's ServiceAccount and ConfigMap, which go with the cache.
+    kube::Api::<larder_operator::crd::BinaryCache>::namespaced(client.clone(), &ns)
+        .delete("main", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the CronJob is removed", WAIT, async || {
+        match get::<CronJob>(&client, &ns, "nightly-gc").await {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let p: GCPolicy = get(&client, &ns, "nightly").await.unwrap();
+    assert_eq!(policy_ready(&p).as_deref(), Some("False/CacheNotFound"));
+}

@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::binary_cache::get;
 use super::events::{self, Note};
 use super::{apply, Context, Error, MANAGER};
-use crate::build::{gc_cronjob, GC_POLICY_LABEL};
+use crate::build::{gc_cronjob, names, GC_POLICY_LABEL};
 use crate::crd::{BinaryCache, GCPolicy, GcResult};
 use crate::status::gc_policy::{self as status, JOB_NAME_LABEL};
 use crate::validate::{validate_gc_policy, InvalidGcPolicy};
@@ -143,8 +143,19 @@ async fn report_invalid(
     ctx: &Context,
     invalid: &InvalidGcPolicy,
 ) -> Result<Action, Error> {
+    let namespace = policy.namespace().ok_or(Error::Metadata("namespace"))?;
     let note = invalid.to_string();
     events::warn_once(ctx, policy, conditions, invalid.reason(), "Validate", note).await?;
+    if let InvalidGcPolicy::CacheNotFound(_) = invalid {
+        // The cache's ServiceAccount and ConfigMap went with it: a run now could not even
+        // start its pod, and its Job would hang active forever (blocking later runs).
+        let cronjob = names::gc_cronjob(&policy.name_any());
+        let uid = policy.uid().unwrap_or_default();
+        if apply::delete_owned::<CronJob>(&ctx.client, &namespace, &cronjob, &uid).await? {
+            let note = Note::deleted::<CronJob>(&namespace, &cronjob);
+            events::publish(&ctx.recorder, policy, note).await;
+        }
+    }
     write_status(&ctx.client, policy, Err(invalid.into())).await?;
     ctx.metrics
         .invalid(GCPolicy::kind(&()).as_ref(), invalid.reason());
