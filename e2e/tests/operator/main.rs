@@ -14,6 +14,7 @@ mod cache_conflict;
 mod cache_deletion;
 mod cache_invalid;
 mod cache_migration;
+mod cache_service;
 mod cache_updates;
 mod crds;
 mod gc_policy;
