@@ -21,3 +21,4 @@ mod gc_policy;
 mod leader;
 mod signing_key;
 mod support;
+mod watch_failures;
