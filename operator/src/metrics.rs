@@ -31,6 +31,7 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     invalid: Family<FailureLabels, Counter>,
+    watch_failures: Family<KindLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
 }
 
@@ -40,6 +41,7 @@ impl Default for Metrics {
         let reconciles = Family::<KindLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let invalid = Family::<FailureLabels, Counter>::default();
+        let watch_failures = Family::<KindLabels, Counter>::default();
         let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
@@ -55,6 +57,11 @@ impl Default for Metrics {
             invalid.clone(),
         );
         registry.register(
+            "watch_failures",
+            "Failed lists or watches feeding a controller (often missing RBAC), retried with backoff",
+            watch_failures.clone(),
+        );
+        registry.register(
             "reconcile_duration_seconds",
             "Time a reconcile took",
             duration.clone(),
@@ -64,6 +71,7 @@ impl Default for Metrics {
             reconciles,
             failures,
             invalid,
+            watch_failures,
             duration,
         }
     }
@@ -99,6 +107,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a failed list or watch of the controller for `kind`.
+    pub fn watch_failed(&self, kind: &str) {
+        self.watch_failures
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// Failed lists or watches of the controller for `kind` so far.
+    pub fn watch_failure_count(&self, kind: &str) -> u64 {
+        self.watch_failures
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .get()
+    }
+
     /// Reconciles of `kind` finished so far (tests and benchmarks watch it for hot loops).
     pub fn reconcile_count(&self, kind: &str) -> u64 {
         self.reconciles
@@ -124,6 +146,7 @@ mod tests {
         let m = Metrics::default();
         m.reconciled("BinaryCache", Duration::from_millis(20));
         m.failed("GCPolicy", "apply");
+        m.watch_failed("BinaryCache");
         assert_eq!(m.reconcile_count("BinaryCache"), 1);
         assert_eq!(m.reconcile_count("GCPolicy"), 0);
         let text = m.render();
@@ -135,6 +158,10 @@ mod tests {
             text.contains(
                 r#"larder_operator_reconcile_failures_total{kind="GCPolicy",reason="apply"} 1"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"larder_operator_watch_failures_total{kind="BinaryCache"} 1"#),
             "{text}"
         );
         assert!(

@@ -41,6 +41,7 @@ spec:
     secretName: push-tokens
   workers:
     autoscaling: {minReplicas: 2, maxReplicas: 5}
+    resources: {requests: {cpu: 100m}}
   ingress:
     host: cache.example.org
   index:
@@ -120,7 +121,7 @@ fn pod_spec_of(deployment: &Deployment) -> &PodSpec {
 async fn a_cache_yields_every_child_owned_by_it() {
     let (client, ns) = ControlPlane::namespace("operator-children").await;
     install_crds(&client).await;
-    let _operator = Operator::start(&client, &ns);
+    let operator = Operator::start(&client, &ns);
     full_cache_secrets(&client, &ns).await;
     let cache = create(&client, &ns, &full_cache()).await;
 
@@ -277,5 +278,44 @@ async fn a_cache_yields_every_child_owned_by_it() {
     assert!(
         reasons.iter().any(|(r, _)| r == "SigningKeyGenerated"),
         "{reasons:?}"
+    );
+
+    // Reconciling an unchanged cache changes nothing, so it publishes nothing: applies that
+    // are not idempotent would post an Updated Event for every child on every resync (the
+    // recorder folds repeats into a series, so count its members).
+    let updated = |events: Vec<k8s_openapi::api::events::v1::Event>| -> i32 {
+        events
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Updated"))
+            .map(|e| e.series.map_or(1, |s| s.count))
+            .sum()
+    };
+    let before = updated(events_about(&client, &ns, "web").await);
+    let reconciles = operator.reconciles("BinaryCache");
+    let caches = kube::Api::<BinaryCache>::namespaced(client.clone(), &ns);
+    for n in 0..2 {
+        // An annotation is no spec change, but it is an event that runs a reconcile.
+        let poke = serde_json::json!({"metadata": {"annotations": {"e2e/poke": n.to_string()}}});
+        caches
+            .patch(
+                "web",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(poke),
+            )
+            .await
+            .unwrap();
+    }
+    crate::support::eventually("two more reconciles", crate::support::WAIT, async || {
+        let now = operator.reconciles("BinaryCache");
+        (now >= reconciles + 2)
+            .then_some(())
+            .ok_or_else(|| format!("{now} after {reconciles}"))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = updated(events_about(&client, &ns, "web").await);
+    assert_eq!(
+        before, after,
+        "Updated Events from reconciles that changed nothing"
     );
 }

@@ -165,3 +165,87 @@ async fn a_gc_policy_yields_its_cronjob_and_reports_the_last_run() {
         "{note}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_the_cronjob_refuses_is_reported_until_fixed() {
+    let (client, ns) = ControlPlane::namespace("operator-gc-schedule").await;
+    install_crds(&client).await;
+    let _operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    create(&client, &ns, &minimal_cache("main")).await;
+    migrate(&client, &ns, "main").await;
+
+    // Five fields pass the schema's pattern; minute 61 does not pass the CronJob's validation.
+    let mut bad = policy();
+    bad.spec.schedule = "61 3 * * *".into();
+    create(&client, &ns, &bad).await;
+    let refused = eventually("the refusal is reported", WAIT, async || {
+        let p: GCPolicy = get(&client, &ns, "nightly").await.ok_or("gone")?;
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        match ready {
+            Some(c) if c.reason == "ApplyFailed" => Ok(c.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refused.contains("schedule"), "{refused}");
+    assert!(get::<CronJob>(&client, &ns, "nightly-gc").await.is_none());
+    // Retries (5 s, then 10 s apart) do not repeat the Warning.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let warnings: Vec<_> = events_about(&client, &ns, "nightly")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| e.reason.unwrap_or_default())
+        .collect();
+    assert_eq!(warnings, ["ApplyFailed"]);
+
+    let fix = serde_json::json!({"spec": {"schedule": "30 3 * * *"}});
+    kube::Api::<GCPolicy>::namespaced(client.clone(), &ns)
+        .patch(
+            "nightly",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(fix),
+        )
+        .await
+        .unwrap();
+    appears::<CronJob>(&client, &ns, "nightly-gc").await;
+    eventually("the policy is scheduled", WAIT, async || {
+        let p: GCPolicy = get(&client, &ns, "nightly").await.ok_or("gone")?;
+        let ready = policy_ready(&p);
+        (ready.as_deref() == Some("True/Scheduled"))
+            .then_some(())
+            .ok_or_else(|| format!("{ready:?}"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cache_removes_the_policys_cronjob() {
+    let (client, ns) = ControlPlane::namespace("operator-gc-orphan").await;
+    install_crds(&client).await;
+    let _operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    create(&client, &ns, &minimal_cache("main")).await;
+    migrate(&client, &ns, "main").await;
+    create(&client, &ns, &policy()).await;
+    appears::<CronJob>(&client, &ns, "nightly-gc").await;
+
+    // Runs would use the cache's ServiceAccount and ConfigMap, which go with the cache.
+    kube::Api::<larder_operator::crd::BinaryCache>::namespaced(client.clone(), &ns)
+        .delete("main", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the CronJob is removed", WAIT, async || {
+        match get::<CronJob>(&client, &ns, "nightly-gc").await {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    let p: GCPolicy = get(&client, &ns, "nightly").await.unwrap();
+    assert_eq!(policy_ready(&p).as_deref(), Some("False/CacheNotFound"));
+}

@@ -8,12 +8,17 @@
 //! children; of two replicas only the leader writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
+mod cache_autoscaling;
 mod cache_children;
+mod cache_conflict;
 mod cache_deletion;
 mod cache_invalid;
+mod cache_migration;
+mod cache_service;
 mod cache_updates;
 mod crds;
 mod gc_policy;
 mod leader;
 mod signing_key;
 mod support;
+mod watch_failures;

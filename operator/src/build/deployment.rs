@@ -84,6 +84,40 @@ fn health_probe(period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The replica count to hand over before `wanted` (which leaves replicas to an autoscaler) is
+/// applied over `current`, when `manager` still owns `spec.replicas` there.
+///
+/// A server-side apply that drops a field its manager alone owned removes the field, and the
+/// API server defaults a Deployment without replicas to one: turning autoscaling on would
+/// scale the workers to one until the autoscaler catches up. Another manager applying the
+/// current count first shares the field, so it stays; the autoscaler's next write takes it.
+pub fn replicas_to_hand_over(
+    current: &Deployment,
+    wanted: &Deployment,
+    manager: &str,
+) -> Option<i32> {
+    if wanted.spec.as_ref()?.replicas.is_some() {
+        return None;
+    }
+    let replicas = current.spec.as_ref()?.replicas?;
+    let owned = current
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.manager.as_deref() == Some(manager)
+                && m.subresource.as_deref().unwrap_or("").is_empty()
+        })
+        .filter_map(|m| m.fields_v1.as_ref())
+        .any(|f| {
+            f.0.get("f:spec")
+                .and_then(|s| s.get("f:replicas"))
+                .is_some()
+        });
+    owned.then_some(replicas)
+}
+
 /// The image a Deployment's worker container runs, if any.
 pub fn image_of(deployment: &Deployment) -> Option<&str> {
     deployment
@@ -134,6 +168,39 @@ mod tests {
         let annotations = meta.annotations.unwrap();
         assert_eq!(annotations[CHECKSUM_ANNOTATION], "abc");
         assert_eq!(annotations["example.org/team"], "nix");
+    }
+
+    #[test]
+    fn replicas_are_handed_over_only_when_the_operator_owned_them() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let minimal = fixtures::minimal();
+        let mut current = build(&fixtures::view(&minimal, "http://x"), "larder:1", "abc");
+        let full = fixtures::full();
+        let autoscaled = build(&fixtures::view(&full, "http://x"), "larder:1", "abc");
+        let entry = |manager: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:spec": {"f:replicas": {}, "f:template": {}}}),
+            )),
+            ..ManagedFieldsEntry::default()
+        };
+        current.metadata.managed_fields = Some(vec![entry("larder-operator")]);
+        assert_eq!(
+            replicas_to_hand_over(&current, &autoscaled, "larder-operator"),
+            Some(2)
+        );
+        // Still wanted with a count: nothing to hand over.
+        assert_eq!(
+            replicas_to_hand_over(&current, &current.clone(), "larder-operator"),
+            None
+        );
+        // Already the autoscaler's.
+        current.metadata.managed_fields = Some(vec![entry("kube-controller-manager")]);
+        assert_eq!(
+            replicas_to_hand_over(&current, &autoscaled, "larder-operator"),
+            None
+        );
     }
 
     #[test]

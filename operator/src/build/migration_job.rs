@@ -6,23 +6,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{checksum, child_meta, labels, names, pod, CacheView, Component};
 
-/// Identifies one migration: the image and the database it runs against.
-pub fn key(image: &str, database_checksum: &str) -> String {
-    checksum::short(&[image, database_checksum], 10)
+/// Identifies one migration: the image, the database it runs against, and the pod that runs
+/// it. A Job's pod template cannot change after creation, so a changed template (new
+/// tolerations for a pod that could not be scheduled, other resources) needs a Job of its
+/// own; applying it over the old Job would be refused on every reconcile.
+pub fn key(image: &str, database_checksum: &str, template: &PodTemplateSpec) -> String {
+    // Serializing a typed object is deterministic (struct order, sorted maps) and cannot fail.
+    let template = serde_json::to_string(template).unwrap_or_default();
+    checksum::short(&[image, database_checksum, &template], 10)
+}
+
+/// The name of the migration Job for `image` against `database_checksum`.
+pub fn name(cache: &CacheView, image: &str, database_checksum: &str) -> String {
+    names::migration_job(
+        cache.name,
+        &key(image, database_checksum, &template(cache, image)),
+    )
 }
 
 /// The migration Job for `image` against the database identified by `database_checksum`.
 pub fn build(cache: &CacheView, image: &str, database_checksum: &str) -> Job {
-    let process = pod::Process {
-        args: vec!["migrate".into()],
-        signing_key: false,
-        push_tokens: false,
-    };
-    let mut pod_spec = pod::spec(cache.name, cache.spec, image, &process);
-    pod_spec.restart_policy = Some("Never".into());
+    let template = template(cache, image);
     Job {
         metadata: child_meta(
-            names::migration_job(cache.name, &key(image, database_checksum)),
+            names::migration_job(cache.name, &key(image, database_checksum, &template)),
             cache.namespace,
             labels(cache.name, Component::Migrate),
             Some(&cache.owner),
@@ -32,16 +39,27 @@ pub fn build(cache: &CacheView, image: &str, database_checksum: &str) -> Job {
             // Status remembers a success, so a finished Job may go; a day leaves time to read logs.
             ttl_seconds_after_finished: Some(86_400),
             active_deadline_seconds: Some(1_800),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cache.name, Component::Migrate)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod_spec),
-            },
+            template,
             ..JobSpec::default()
         }),
         ..Job::default()
+    }
+}
+
+fn template(cache: &CacheView, image: &str) -> PodTemplateSpec {
+    let process = pod::Process {
+        args: vec!["migrate".into()],
+        signing_key: false,
+        push_tokens: false,
+    };
+    let mut pod_spec = pod::spec(cache.name, cache.spec, image, &process);
+    pod_spec.restart_policy = Some("Never".into());
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(cache.name, Component::Migrate)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec),
     }
 }
 
@@ -117,6 +135,20 @@ mod tests {
         assert!(a.starts_with("main-migrate-"));
         assert!(a != b && a != c && b != c);
         assert!(a.len() <= 63);
+        assert_eq!(name(&view, "larder:1", "db1"), a);
+    }
+
+    #[test]
+    fn a_new_pod_template_gets_a_new_job() {
+        let cache = fixtures::minimal();
+        let view = fixtures::view(&cache, "http://x");
+        let before = build(&view, "larder:1", "db1").metadata.name.unwrap();
+        let mut tolerant = fixtures::minimal();
+        tolerant.spec.workers.node_selector = [("pool".to_string(), "db".to_string())].into();
+        let view = fixtures::view(&tolerant, "http://x");
+        let after = build(&view, "larder:1", "db1").metadata.name.unwrap();
+        assert_ne!(before, after);
+        assert_eq!(name(&view, "larder:1", "db1"), after);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub const CHECKSUM_ANNOTATION: &str = "larder.dev/config-checksum";
 /// Label naming the GCPolicy a CronJob, Job or pod belongs to.
 pub const GC_POLICY_LABEL: &str = "larder.dev/gc-policy";
 
+/// Label naming who manages an object; the operator sets it to its field manager's name.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 /// Which part of Larder an object belongs to (`app.kubernetes.io/component`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
@@ -79,10 +82,7 @@ pub fn selector_labels(cache: &str, component: Component) -> BTreeMap<String, St
 /// Selector labels plus the manager label every child carries.
 pub fn labels(cache: &str, component: Component) -> BTreeMap<String, String> {
     let mut labels = selector_labels(cache, component);
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_string(),
-        "larder-operator".to_string(),
-    );
+    labels.insert(MANAGED_BY_LABEL.to_string(), "larder-operator".to_string());
     labels
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -9,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Error;
+use crate::build::MANAGED_BY_LABEL;
 
 /// The field manager of everything the operator writes.
 pub const MANAGER: &str = "larder-operator";
@@ -25,7 +27,8 @@ pub enum Applied {
 }
 
 /// Applies `obj` in `namespace`; returns the object as stored and whether that created or
-/// changed it.
+/// changed it. An object of that name that another owner controls, or that someone made by
+/// hand, is refused rather than taken over (see [`may_apply_over`]).
 pub async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<(Applied, K), Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -40,6 +43,15 @@ where
         .get_metadata_opt(&name)
         .await
         .map_err(|e| Error::kube("read", K::kind(&()), &name, e))?;
+    if let Some(existing) = &before {
+        if let Err(controller) = may_apply_over(&existing.metadata, obj.meta()) {
+            return Err(Error::NotOwned {
+                kind: K::kind(&()).into_owned(),
+                name,
+                controller,
+            });
+        }
+    }
     // `force`: the operator owns these fields; another manager's edits are overwritten.
     let params = PatchParams::apply(MANAGER).force();
     let after = api
@@ -52,6 +64,39 @@ where
         Some(_) => Applied::Unchanged,
     };
     Ok((applied, after))
+}
+
+/// Whether the wanted object may be applied over the `existing` one of the same name: yes
+/// when the wanted object's controller also controls the existing one, or when the existing
+/// one has no controller but carries the operator's label (orphaned by a deleted owner,
+/// e.g. `kubectl delete --cascade=orphan`). Anything else belongs to someone else: a forced
+/// apply would rewrite it (a Service's selector, a Deployment's pods) and the owner reference
+/// it adds would have the garbage collector delete it with the cache. The error says who
+/// controls it.
+pub fn may_apply_over(existing: &ObjectMeta, wanted: &ObjectMeta) -> Result<(), String> {
+    let controller_of = |meta: &ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .cloned()
+    };
+    let Some(wanted_controller) = controller_of(wanted) else {
+        return Ok(());
+    };
+    match controller_of(existing) {
+        Some(c) if c.uid == wanted_controller.uid => Ok(()),
+        Some(c) => Err(format!("{} {} (uid {})", c.kind, c.name, c.uid)),
+        None if existing
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGER) =>
+        {
+            Ok(())
+        }
+        None => Err("no controller (made outside the operator)".into()),
+    }
 }
 
 /// Creates `obj` unless an object of that name exists; never overwrites (keys are made once).
@@ -107,5 +152,44 @@ where
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(e) => Err(Error::kube("delete", K::kind(&()), name, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use std::collections::BTreeMap;
+
+    fn meta(controller_uid: Option<&str>, managed_by: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("main".into()),
+            owner_references: controller_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "larder.dev/v1alpha1".into(),
+                    kind: "BinaryCache".into(),
+                    name: "main".into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            }),
+            labels: managed_by
+                .map(|m| BTreeMap::from([(MANAGED_BY_LABEL.to_string(), m.to_string())])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_own_or_orphaned_children_are_applied_over() {
+        let wanted = meta(Some("u1"), Some(MANAGER));
+        assert_eq!(may_apply_over(&meta(Some("u1"), None), &wanted), Ok(()));
+        assert_eq!(may_apply_over(&meta(None, Some(MANAGER)), &wanted), Ok(()));
+        // A cache deleted and made again under the same name: the old children go with the
+        // old cache; the new one waits rather than adopt what the garbage collector deletes.
+        let other = may_apply_over(&meta(Some("u0"), Some(MANAGER)), &wanted).unwrap_err();
+        assert!(other.contains("u0"), "{other}");
+        assert!(may_apply_over(&meta(None, None), &wanted).is_err());
+        assert!(may_apply_over(&meta(None, Some("helm")), &wanted).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -75,10 +75,7 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
 
     // Facts about the rollout: the running Deployment and the migration Job.
     let name = valid.view.name;
-    let job_name = names::migration_job(
-        name,
-        &migration_job::key(&valid.image, &valid.database_checksum),
-    );
+    let job_name = migration_job::name(&valid.view, &valid.image, &valid.database_checksum);
     let workers_name = names::workers(name);
     let (current, job) = futures::try_join!(
         get::<Deployment>(client, &namespace, &workers_name),
@@ -99,8 +96,23 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     // Build (pure) and apply.
     let wanted = children::build(&valid, &rollout);
     let uid = cache.uid().unwrap_or_default();
-    let (applied_notes, applied) =
-        controller_children::apply_all(client, &namespace, name, &uid, wanted).await?;
+    let applying = async {
+        controller_children::hand_over_replicas(
+            client,
+            &namespace,
+            current.as_ref(),
+            wanted.deployment.as_ref(),
+        )
+        .await?;
+        controller_children::apply_all(client, &namespace, name, &uid, wanted).await
+    };
+    let (applied_notes, applied) = match applying.await {
+        Ok(done) => done,
+        Err(e) => {
+            events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
+            return report_apply_failed(&cache, &ctx, &valid, e).await;
+        }
+    };
     notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
@@ -132,34 +144,39 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
+/// Status and Event for a child that could not be applied, when retrying alone will not help
+/// (else the error goes back to the controller quietly); either way retried with backoff.
+async fn report_apply_failed(
+    cache: &BinaryCache,
+    ctx: &Context,
+    valid: &ValidCache<'_>,
+    error: Error,
+) -> Result<Action, Error> {
+    let Some(reason) = error.lasting_reason() else {
+        return Err(error);
+    };
+    events::warn_once(ctx, cache, conditions, reason, "Apply", error.to_string()).await?;
+    let outcome = Outcome::ApplyFailed {
+        reason,
+        message: error.to_string(),
+    };
+    write_status(&ctx.client, cache, &outcome, facts(valid, None)).await?;
+    Err(error)
+}
+
+/// The stored conditions of a cache, for [`events::warn_once`].
+fn conditions(cache: &BinaryCache) -> Option<&[Condition]> {
+    cache.status.as_ref().map(|s| s.conditions.as_slice())
+}
+
 /// Status and Event for a cache that failed validation; looks again later, never in a hot loop.
 async fn report_invalid(
     cache: &BinaryCache,
     ctx: &Context,
     invalid: &InvalidCache,
 ) -> Result<Action, Error> {
-    // Read from the API server, not the controller's cache: a reconcile queued while
-    // the last one ran may get the object without the status that one just wrote, and
-    // would warn a second time.
-    let namespace = cache.namespace().ok_or(Error::Metadata("namespace"))?;
-    let latest = get::<BinaryCache>(&ctx.client, &namespace, &cache.name_any()).await?;
-    let was = latest
-        .as_ref()
-        .unwrap_or(cache)
-        .status
-        .as_ref()
-        .and_then(|s| events::ready_reason(&s.conditions));
-    // One Warning per new reason or generation, not one per retry.
-    if was != Some((invalid.reason().to_string(), cache.metadata.generation)) {
-        let note = Note {
-            type_: EventType::Warning,
-            reason: invalid.reason().into(),
-            action: "Validate",
-            note: invalid.to_string(),
-            related: None,
-        };
-        events::publish(&ctx.fresh_recorder(), cache, note).await;
-    }
+    let note = invalid.to_string();
+    events::warn_once(ctx, cache, conditions, invalid.reason(), "Validate", note).await?;
     write_status(
         &ctx.client,
         cache,

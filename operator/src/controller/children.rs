@@ -13,14 +13,15 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
-use kube::{Client, Resource, ResourceExt};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::events::Note;
 use super::{apply, Error};
 use crate::build::children::CacheChildren;
-use crate::build::names;
+use crate::build::{deployment, names};
 
 /// Applies every wanted child and removes unwanted optional ones (only those `owner_uid`
 /// controls). Returns the Events to publish and the Deployment as stored, if wanted.
@@ -87,6 +88,43 @@ pub async fn apply_all(
     .flatten()
     .collect();
     Ok((notes, deployment))
+}
+
+/// Field manager that keeps the worker count while ownership passes to an autoscaler.
+const HANDOVER_MANAGER: &str = "larder-operator-handover";
+
+/// Before workers that leave their count to an autoscaler are applied over `current`, applies
+/// the current count under a second manager, so the apply dropping it does not reset it to one
+/// (see [`deployment::replicas_to_hand_over`]).
+pub async fn hand_over_replicas(
+    client: &Client,
+    namespace: &str,
+    current: Option<&Deployment>,
+    wanted: Option<&Deployment>,
+) -> Result<(), Error> {
+    let (Some(current), Some(wanted)) = (current, wanted) else {
+        return Ok(());
+    };
+    let Some(replicas) = deployment::replicas_to_hand_over(current, wanted, apply::MANAGER) else {
+        return Ok(());
+    };
+    let name = current.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": Deployment::api_version(&()),
+        "kind": Deployment::kind(&()),
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    // Same value as the live one: shared ownership, no conflict, nothing to force.
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(HANDOVER_MANAGER),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("hand over replicas of", "Deployment", &name, e))?;
+    Ok(())
 }
 
 /// Applies `obj` when given; its Event (if it changed) and the object as stored.

@@ -7,10 +7,16 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::apply::Applied;
+use super::binary_cache::get;
+use super::{Context, Error};
 
 /// The reason and observed generation of the `Ready` condition among `conditions`: what
 /// the Warning about an invalid object was last published for.
@@ -98,4 +104,40 @@ pub async fn publish_all<K: Resource<DynamicType = ()>>(
     notes: Vec<Note>,
 ) {
     futures::future::join_all(notes.into_iter().map(|n| publish(recorder, owner, n))).await;
+}
+
+/// Publishes a Warning with `reason` about `obj` unless its stored `Ready` condition (read by
+/// `conditions`) already has that reason for this generation: one Event per new problem or
+/// spec change, not one per retry.
+pub async fn warn_once<K>(
+    ctx: &Context,
+    obj: &K,
+    conditions: impl Fn(&K) -> Option<&[Condition]>,
+    reason: &str,
+    action: &'static str,
+    note: String,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    // Read from the API server, not the controller's cache: a reconcile queued while
+    // the last one ran may get the object without the status that one just wrote, and
+    // would warn a second time.
+    let namespace = obj.namespace().ok_or(Error::Metadata("namespace"))?;
+    let latest = get::<K>(&ctx.client, &namespace, &obj.name_any()).await?;
+    let was = conditions(latest.as_ref().unwrap_or(obj)).and_then(ready_reason);
+    if was != Some((reason.to_string(), obj.meta().generation)) {
+        let note = Note {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            action,
+            note,
+            related: None,
+        };
+        publish(&ctx.fresh_recorder(), obj, note).await;
+    }
+    Ok(())
 }

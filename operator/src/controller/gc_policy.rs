@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::binary_cache::get;
 use super::events::{self, Note};
 use super::{apply, Context, Error, MANAGER};
-use crate::build::{gc_cronjob, GC_POLICY_LABEL};
+use crate::build::{gc_cronjob, names, GC_POLICY_LABEL};
 use crate::crd::{BinaryCache, GCPolicy, GcResult};
 use crate::status::gc_policy::{self as status, JOB_NAME_LABEL};
 use crate::validate::{validate_gc_policy, InvalidGcPolicy};
@@ -41,7 +41,10 @@ pub async fn reconcile(policy: Arc<GCPolicy>, ctx: Arc<Context>) -> Result<Actio
 
     // Build (pure) and apply.
     let cronjob = gc_cronjob::build(&view);
-    let (result, applied) = apply::apply(client, &namespace, &cronjob).await?;
+    let (result, applied) = match apply::apply(client, &namespace, &cronjob).await {
+        Ok(done) => done,
+        Err(e) => return report_apply_failed(&policy, &ctx, e).await,
+    };
     if let Some(note) = Note::applied(&cronjob, result) {
         events::publish(&ctx.recorder, policy.as_ref(), note).await;
     }
@@ -110,31 +113,50 @@ async fn pods_of(client: &Client, namespace: &str, jobs: &[Job]) -> Result<Vec<P
     Ok(pods)
 }
 
+/// Status and Event for a CronJob the API server refuses (a schedule or time zone the schema
+/// lets through but the CronJob validation does not); other errors go back quietly. Either
+/// way retried with backoff.
+async fn report_apply_failed(
+    policy: &GCPolicy,
+    ctx: &Context,
+    error: Error,
+) -> Result<Action, Error> {
+    let Some(reason) = error.lasting_reason() else {
+        return Err(error);
+    };
+    events::warn_once(ctx, policy, conditions, reason, "Apply", error.to_string()).await?;
+    let failure = status::Failure {
+        reason,
+        message: error.to_string(),
+    };
+    write_status(&ctx.client, policy, Err(failure)).await?;
+    Err(error)
+}
+
+/// The stored conditions of a policy, for [`events::warn_once`].
+fn conditions(policy: &GCPolicy) -> Option<&[Condition]> {
+    policy.status.as_ref().map(|s| s.conditions.as_slice())
+}
+
 async fn report_invalid(
     policy: &GCPolicy,
     ctx: &Context,
     invalid: &InvalidGcPolicy,
 ) -> Result<Action, Error> {
-    // From the API server, not the controller's cache (see the cache's report_invalid).
     let namespace = policy.namespace().ok_or(Error::Metadata("namespace"))?;
-    let latest = get::<GCPolicy>(&ctx.client, &namespace, &policy.name_any()).await?;
-    let was = latest
-        .as_ref()
-        .unwrap_or(policy)
-        .status
-        .as_ref()
-        .and_then(|s| events::ready_reason(&s.conditions));
-    if was != Some((invalid.reason().to_string(), policy.metadata.generation)) {
-        let note = Note {
-            type_: EventType::Warning,
-            reason: invalid.reason().into(),
-            action: "Validate",
-            note: invalid.to_string(),
-            related: None,
-        };
-        events::publish(&ctx.fresh_recorder(), policy, note).await;
+    let note = invalid.to_string();
+    events::warn_once(ctx, policy, conditions, invalid.reason(), "Validate", note).await?;
+    if let InvalidGcPolicy::CacheNotFound(_) = invalid {
+        // The cache's ServiceAccount and ConfigMap went with it: a run now could not even
+        // start its pod, and its Job would hang active forever (blocking later runs).
+        let cronjob = names::gc_cronjob(&policy.name_any());
+        let uid = policy.uid().unwrap_or_default();
+        if apply::delete_owned::<CronJob>(&ctx.client, &namespace, &cronjob, &uid).await? {
+            let note = Note::deleted::<CronJob>(&namespace, &cronjob);
+            events::publish(&ctx.recorder, policy, note).await;
+        }
     }
-    write_status(&ctx.client, policy, Err(invalid)).await?;
+    write_status(&ctx.client, policy, Err(invalid.into())).await?;
     ctx.metrics
         .invalid(GCPolicy::kind(&()).as_ref(), invalid.reason());
     Ok(if invalid.waits_on_other_objects() {
@@ -147,7 +169,7 @@ async fn report_invalid(
 async fn write_status(
     client: &Client,
     policy: &GCPolicy,
-    outcome: Result<(&CronJob, Option<crate::crd::GcRun>), &InvalidGcPolicy>,
+    outcome: Result<(&CronJob, Option<crate::crd::GcRun>), status::Failure>,
 ) -> Result<(), Error> {
     let now = Time(Timestamp::now());
     let new = status::compute(

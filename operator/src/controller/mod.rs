@@ -33,6 +33,16 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A child's name is taken by an object the operator must not take over.
+    #[error("{kind} {name} exists and is not ours to manage: its controller is {controller}")]
+    NotOwned {
+        /// The child's kind.
+        kind: String,
+        /// The child's name.
+        name: String,
+        /// Who controls the existing object.
+        controller: String,
+    },
     /// The object from the watch lacks its name or namespace.
     #[error("object without {0}")]
     Metadata(&'static str),
@@ -55,8 +65,25 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube { verb, .. } => verb,
+            Self::NotOwned { .. } => "not-owned",
             Self::Metadata(_) => "metadata",
             Self::Random(_) => "random",
+        }
+    }
+
+    /// The condition reason for an error that retrying alone will not cure (a conflict over a
+    /// child's name, a request the API server or an admission webhook refuses); `None` for
+    /// errors worth retrying quietly (connection trouble, 5xx, write conflicts, throttling).
+    pub fn lasting_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::NotOwned { .. } => Some("ChildConflict"),
+            Self::Kube { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+                    Some("ApplyFailed")
+                }
+                _ => None,
+            },
+            Self::Metadata(_) | Self::Random(_) => None,
         }
     }
 }

@@ -86,10 +86,9 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
             error_policy,
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "BinaryCache controller");
-            }
+        .for_each(|r| {
+            report("BinaryCache", &ctx.metrics, r);
+            futures::future::ready(())
         });
 
     let policies = Controller::new(api::<GCPolicy>(client, ns), wc.clone());
@@ -131,13 +130,31 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
             error_policy,
             ctx.clone(),
         )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "GCPolicy controller");
-            }
+        .for_each(|r| {
+            report("GCPolicy", &ctx.metrics, r);
+            futures::future::ready(())
         });
 
     futures::join!(caches, policies);
+}
+
+/// Logs what a controller's stream yields. Failed reconciles were logged where they ran; a
+/// failed list or watch (a kind the operator may not read, an API server away) is logged
+/// here at warn level and counted, since otherwise an operator without the RBAC it needs
+/// looks healthy while changes to that kind never reach it.
+fn report<T, R: std::fmt::Display>(
+    kind: &str,
+    metrics: &crate::metrics::Metrics,
+    result: Result<T, controller::Error<R, watcher::Error>>,
+) {
+    match result {
+        Ok(_) => {}
+        Err(controller::Error::QueueError(e)) => {
+            metrics.watch_failed(kind);
+            tracing::warn!(controller = kind, error = %e, "list or watch failed; retrying");
+        }
+        Err(e) => tracing::debug!(controller = kind, error = %e, "controller"),
+    }
 }
 
 fn config() -> controller::Config {

@@ -269,7 +269,7 @@ pub struct WorkersSpec {
     /// Extra annotations on worker pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
-    /// A HorizontalPodAutoscaler for the workers; none when absent.
+    /// A HorizontalPodAutoscaler for the workers (needs `resources.requests.cpu`); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
 }

@@ -19,6 +19,9 @@ pub struct Workers {
     pub updated: i32,
     /// The Deployment controller has seen the newest spec.
     pub observed: bool,
+    /// Why the rollout stopped, when the Deployment controller gave up waiting for it
+    /// (`Progressing` False with `ProgressDeadlineExceeded`: new pods crash or never start).
+    pub stalled: Option<String>,
 }
 
 impl Workers {
@@ -36,6 +39,15 @@ impl Workers {
             updated: status.updated_replicas.unwrap_or(0),
             observed: status.observed_generation.is_some()
                 && status.observed_generation >= deployment.metadata.generation,
+            stalled: status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| {
+                    c.type_ == "Progressing"
+                        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                })
+                .map(|c| c.message.clone().unwrap_or_default()),
         }
     }
 
@@ -51,6 +63,13 @@ pub enum Outcome<'a> {
     Invalid(&'a InvalidCache),
     /// `spec.suspend`: nothing was applied.
     Suspended,
+    /// Applying a child failed in a way retries alone will not fix.
+    ApplyFailed {
+        /// CamelCase reason.
+        reason: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// Children applied.
     Applied {
         /// The rollout decision.
@@ -126,6 +145,12 @@ fn decide(outcome: &Outcome) -> Vec<Decided> {
             ),
             Decided::new(PROGRESSING, false, "Suspended", "spec.suspend is set"),
             Decided::new(DEGRADED, false, "Suspended", "spec.suspend is set"),
+        ],
+        // Not Ready: the cluster does not run what the spec asks for, whatever old workers do.
+        Outcome::ApplyFailed { reason, message } => vec![
+            Decided::new(READY, false, reason, message.clone()),
+            Decided::new(PROGRESSING, false, reason, "retrying with backoff"),
+            Decided::new(DEGRADED, true, reason, message.clone()),
         ],
         Outcome::Applied {
             rollout,
@@ -204,6 +229,20 @@ fn applied(rollout: &Rollout, workers: Option<&Workers>, job: Option<&str>) -> V
             ),
         },
     };
+    // A rollout the Deployment controller gave up on needs a person (a crashing image, pods
+    // that cannot be scheduled); without this it would show as progressing forever.
+    let (progressing, degraded) = match workers.and_then(|w| w.stalled.as_ref()) {
+        Some(why) if !degraded.status => (
+            Decided::new(PROGRESSING, false, "RolloutStalled", why.clone()),
+            Decided::new(
+                DEGRADED,
+                true,
+                "RolloutStalled",
+                format!("the workers' rollout stopped: {why}"),
+            ),
+        ),
+        _ => (progressing, degraded),
+    };
     vec![ready, progressing, degraded]
 }
 
@@ -277,6 +316,7 @@ mod tests {
             ready: 2,
             updated: 2,
             observed: true,
+            stalled: None,
         };
         let outcome = Outcome::Applied {
             rollout: &rollout,
@@ -309,6 +349,7 @@ mod tests {
             ready: 1,
             updated: 1,
             observed: true,
+            stalled: None,
         };
         let outcome = Outcome::Applied {
             rollout: &rollout,
@@ -319,6 +360,65 @@ mod tests {
         assert_eq!(is_true(&s.conditions, READY), Some(true));
         assert_eq!(reason(&s, DEGRADED), "MigrationFailed");
         assert_eq!(s.migrated_image, None);
+    }
+
+    #[test]
+    fn a_failed_apply_degrades_and_keeps_what_status_knew() {
+        let old = BinaryCacheStatus {
+            ready_replicas: 2,
+            migrated_image: Some("larder:1".into()),
+            ..BinaryCacheStatus::default()
+        };
+        let outcome = Outcome::ApplyFailed {
+            reason: "ChildConflict",
+            message: "Service main exists".into(),
+        };
+        let s = compute(Some(&old), Some(3), &outcome, Facts::default(), &now());
+        assert_eq!(is_true(&s.conditions, READY), Some(false));
+        assert_eq!(is_true(&s.conditions, DEGRADED), Some(true));
+        assert_eq!(reason(&s, DEGRADED), "ChildConflict");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.ready_replicas, 2);
+        assert_eq!(s.migrated_image.as_deref(), Some("larder:1"));
+    }
+
+    #[test]
+    fn a_stalled_rollout_degrades_the_cache() {
+        use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+        let stalled = Deployment {
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(2),
+                updated_replicas: Some(1),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "False".into(),
+                    reason: Some("ProgressDeadlineExceeded".into()),
+                    message: Some("ReplicaSet \"main-7d\" has timed out progressing.".into()),
+                    ..DeploymentCondition::default()
+                }]),
+                ..DeploymentStatus::default()
+            }),
+            ..Deployment::default()
+        };
+        let rollout = Rollout::Current {
+            image: "larder:2".into(),
+        };
+        let outcome = Outcome::Applied {
+            rollout: &rollout,
+            workers: Some(Workers::of(&stalled)),
+            migration_job: None,
+        };
+        let s = compute(None, Some(1), &outcome, Facts::default(), &now());
+        assert_eq!(is_true(&s.conditions, DEGRADED), Some(true));
+        assert_eq!(reason(&s, DEGRADED), "RolloutStalled");
+        assert_eq!(is_true(&s.conditions, PROGRESSING), Some(false));
+        let message = &s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .unwrap()
+            .message;
+        assert!(message.contains("timed out progressing"), "{message}");
     }
 
     #[test]

@@ -9,6 +9,25 @@ use crate::build::pod::CONTAINER;
 use crate::crd::{GCPolicyStatus, GcResult, GcRun, GcSummary};
 use crate::validate::InvalidGcPolicy;
 
+/// Why a reconcile of a policy stopped short: validation failed, or the API server refused
+/// its CronJob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// CamelCase condition reason.
+    pub reason: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<&InvalidGcPolicy> for Failure {
+    fn from(invalid: &InvalidGcPolicy) -> Self {
+        Self {
+            reason: invalid.reason(),
+            message: invalid.to_string(),
+        }
+    }
+}
+
 /// Label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
@@ -108,21 +127,21 @@ fn termination_message(job: &str, pods: &[Pod]) -> Option<String> {
 pub fn compute(
     old: Option<&GCPolicyStatus>,
     generation: Option<i64>,
-    outcome: Result<(&CronJob, Option<GcRun>), &InvalidGcPolicy>,
+    outcome: Result<(&CronJob, Option<GcRun>), Failure>,
     now: &Time,
 ) -> GCPolicyStatus {
     let old = old.cloned().unwrap_or_default();
     let (decided, last_schedule_time, last_run) = match outcome {
         Err(err) => (
             vec![
-                Decided::new(READY, false, err.reason(), err.to_string()),
+                Decided::new(READY, false, err.reason, err.message.clone()),
                 Decided::new(
                     PROGRESSING,
                     false,
-                    err.reason(),
+                    err.reason,
                     "fix the problem to continue",
                 ),
-                Decided::new(DEGRADED, true, err.reason(), err.to_string()),
+                Decided::new(DEGRADED, true, err.reason, err.message),
             ],
             old.last_schedule_time,
             old.last_run,
@@ -321,7 +340,7 @@ mod tests {
         let run = last_run(&[job("gc-1", "Complete", 100)], &[pod("gc-1", SUMMARY)]);
         let before = compute(None, Some(1), Ok((&cronjob, run)), &at(1));
         let err = InvalidGcPolicy::CacheNotFound("main".into());
-        let after = compute(Some(&before), Some(2), Err(&err), &at(2));
+        let after = compute(Some(&before), Some(2), Err((&err).into()), &at(2));
         let ready = after.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.reason, "CacheNotFound");
         assert_eq!(after.last_run, before.last_run);

@@ -1,0 +1,61 @@
+//! A migration Job's pod cannot change once made: a spec change that changes the pod while a
+//! migration waits (the usual fix for a pod that cannot be scheduled) gets a new Job instead
+//! of an apply the API server refuses on every reconcile.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use larder_e2e::k8s::ControlPlane;
+use larder_operator::crd::BinaryCache;
+
+use crate::support::{
+    appears, condition, create, database_secret, eventually, finish_pods_of_job, get, install_crds,
+    migration_job, minimal_cache, Operator, WAIT,
+};
+
+fn node_selector_of_job(job: &Job) -> Option<String> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    pod.node_selector.as_ref()?.get("pool").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_change_during_a_migration_gets_a_new_job() {
+    let (client, ns) = ControlPlane::namespace("operator-migration").await;
+    install_crds(&client).await;
+    let _operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    create(&client, &ns, &minimal_cache("main")).await;
+    let first = migration_job(&client, &ns, "main", None).await;
+
+    // Its pod would wait for a node forever: send it to the pool meant for it.
+    let caches = Api::<BinaryCache>::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"spec": {"workers": {"nodeSelector": {"pool": "db"}}}});
+    caches
+        .patch("main", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let second = migration_job(&client, &ns, "main", Some(&first)).await;
+    let job: Job = get(&client, &ns, &second).await.unwrap();
+    assert_eq!(node_selector_of_job(&job).as_deref(), Some("db"));
+    eventually("the new generation is reported", WAIT, async || {
+        let c: BinaryCache = get(&client, &ns, "main").await.ok_or("gone")?;
+        let current =
+            c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation;
+        let progressing = condition(&c, "Progressing");
+        match &progressing {
+            Some((_, reason, message))
+                if current && reason == "MigrationRunning" && message.contains(&second) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{progressing:?}, current: {current}")),
+        }
+    })
+    .await;
+
+    finish_pods_of_job(&client, &ns, &second, 0, "").await;
+    let workers: Deployment = appears(&client, &ns, "main").await;
+    let pod = workers.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["pool"], "db");
+}
