@@ -273,8 +273,12 @@ fn check_fields(cache: &BinaryCache) -> Result<(), InvalidCache> {
         ("url", &spec.url),
         ("storage.endpoint", &spec.storage.endpoint),
     ] {
-        if let Some(url) = url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 9 {
+        // The same test the worker applies to the URL at start: a URL let through here
+        // would only fail later, as a crash-looping Pod.
+        let parsed = url.as_deref().map(url::Url::parse);
+        if let Some(parsed) = parsed {
+            let ok = parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
                 return Err(field(path, "must be an http:// or https:// URL"));
             }
         }
@@ -474,12 +478,23 @@ mod tests {
     #[test]
     fn bad_urls_and_scaling_are_rejected() {
         let found = secrets(&[("larder-db", &[("url", "postgres://db")])]);
-        let mut cache = fixtures::minimal();
-        cache.spec.url = Some("cache.example.org".into());
-        assert!(matches!(
-            validate(&cache, &found, &defaults()),
-            Err(InvalidCache::Field { field: "url", .. })
-        ));
+        // What the worker's own URL check refuses, so it never crash-loops on it.
+        for bad in [
+            "cache.example.org",
+            "https://cache example.org",
+            "http://",
+            "http://[::1",
+        ] {
+            let mut cache = fixtures::minimal();
+            cache.spec.url = Some(bad.into());
+            assert!(
+                matches!(
+                    validate(&cache, &found, &defaults()),
+                    Err(InvalidCache::Field { field: "url", .. })
+                ),
+                "{bad}"
+            );
+        }
         let mut cache = fixtures::full();
         cache
             .spec
