@@ -1,0 +1,266 @@
+//! The Helm chart `charts/larder`: `helm template` renders objects the real API server
+//! accepts, and the RBAC it grants is all the controllers need.
+//!
+//! The RBAC test runs the library's controllers in this process with a client that
+//! impersonates the chart's ServiceAccount, so every request is authorized exactly as it
+//! would be for the operator's pod; no kubelet runs here to start that pod itself.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{pinned_kind, Scope};
+use kube::{Api, Client, ResourceExt};
+use larder_e2e::k8s::ControlPlane;
+use larder_operator::crd::{BinaryCache, GCPolicy, GcResult};
+use serde::Deserialize;
+
+use crate::cache_children::{full_cache, full_cache_secrets};
+use crate::gc_policy::{policy, policy_ready, start_run, SUMMARY};
+use crate::support::{
+    appears, children, create, events_about, eventually, finish_pods_of_job, get, install_crds,
+    migrate, Operator, WAIT,
+};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/larder");
+
+/// `helm template RELEASE charts/larder --namespace NAMESPACE` with `--set` for each of `set`.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
+    let helm = larder_e2e::tools::binary(
+        "LARDER_HELM",
+        None,
+        "run e2e/tools/install-helm.sh and export LARDER_HELM (e2e/run-tests.sh does both)",
+    );
+    let mut cmd = Command::new(&helm);
+    cmd.args(["template", release, CHART, "--namespace", namespace]);
+    for value in set {
+        cmd.args(["--set", value]);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .filter_map(|doc| {
+            // A template that renders nothing leaves an empty document.
+            let value = serde_json::Value::deserialize(doc).unwrap();
+            (!value.is_null()).then(|| serde_json::from_value(value).unwrap())
+        })
+        .collect()
+}
+
+/// Server-side applies every object as `kubectl apply --server-side` would (resolving each
+/// kind through discovery); panics with the API server's refusal.
+async fn apply_all(client: &Client, objects: &[DynamicObject]) {
+    let params = PatchParams::apply("larder-e2e").force();
+    for obj in objects {
+        let types = obj.types.as_ref().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(types).unwrap();
+        let (resource, caps) = pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{} is not served: {e}", types.kind));
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().expect("a namespace"),
+                &resource,
+            ),
+        };
+        api.patch(&obj.name_any(), &params, &Patch::Apply(obj))
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {}: {e}", types.kind, obj.name_any()));
+    }
+}
+
+fn kinds(objects: &[DynamicObject]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| o.types.as_ref().unwrap().kind.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_objects_are_accepted_by_the_api_server() {
+    let (client, ns) = ControlPlane::namespace("operator-chart").await;
+    // Helm installs crds/ before the templates; this is that folder.
+    let crds = Path::new(CHART).join("crds/larder.yaml");
+    larder_e2e::k8s::install_crds(&client, &crds, WAIT).await;
+
+    let objects = render(&ns, &ns, &[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment"
+        ]
+    );
+    apply_all(&client, &objects).await;
+    let deployment: Deployment = get(&client, &ns, &format!("{ns}-larder")).await.unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let context = pod.containers[0].security_context.clone().unwrap();
+    assert_eq!(context.read_only_root_filesystem, Some(true));
+    assert_eq!(context.allow_privilege_escalation, Some(false));
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+
+    // Limited to one namespace, RBAC becomes a Role there; the ServiceMonitor's CRD is not
+    // installed here, so it is only rendered.
+    let watched = render(
+        &ns,
+        &ns,
+        &[
+            &format!("watchNamespace={ns}"),
+            "serviceMonitor.enabled=true",
+        ],
+    );
+    assert!(kinds(&watched).contains(&"ServiceMonitor".to_string()));
+    let applicable: Vec<_> = watched
+        .into_iter()
+        .filter(|o| o.types.as_ref().unwrap().kind != "ServiceMonitor")
+        .collect();
+    assert!(!kinds(&applicable).contains(&"ClusterRole".to_string()));
+    apply_all(&client, &applicable).await;
+}
+
+/// A client that is the chart's ServiceAccount `name` in `namespace`, as the operator's pod is.
+async fn client_as_service_account(namespace: &str, name: &str) -> Client {
+    let mut config = ControlPlane::config().await;
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+    // The groups the API server gives a ServiceAccount's token.
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".to_string(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".to_string(),
+    ]);
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_rbac_is_all_the_controllers_need() {
+    let (admin, ns) = ControlPlane::namespace("operator-chart-rbac").await;
+    install_crds(&admin).await;
+    apply_all(&admin, &render(&ns, &ns, &[])).await;
+    let release = format!("{ns}-larder");
+    let operator_client = client_as_service_account(&ns, &release).await;
+
+    // The client really is the ServiceAccount: the chart grants no deleting of Deployments.
+    let refused = Api::<Deployment>::namespaced(operator_client.clone(), &ns)
+        .delete("anything", &DeleteParams::default())
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "{refused:?}"
+    );
+
+    // Leader election on the chart's Lease, then both controllers, as `larder-operator run`.
+    let _operator = Operator::start_elected_on(
+        &operator_client,
+        &ns,
+        &release,
+        "chart-rbac",
+        Duration::from_secs(15),
+    );
+    full_cache_secrets(&admin, &ns).await;
+    let cache = create(&admin, &ns, &full_cache()).await;
+
+    // Signing key made (Secret create), database migrated (Job applied, status patched),
+    // then every child applied.
+    let migrated = migrate(&admin, &ns, "web").await;
+    assert!(migrated.status.unwrap().public_key.is_some());
+    appears::<Deployment>(&admin, &ns, "web").await;
+    for (kind, found) in [
+        (
+            "ServiceAccount",
+            children::<ServiceAccount>(&admin, &ns, "web").await,
+        ),
+        ("ConfigMap", children::<ConfigMap>(&admin, &ns, "web").await),
+        ("Service", children::<Service>(&admin, &ns, "web").await),
+        (
+            "HorizontalPodAutoscaler",
+            children::<HorizontalPodAutoscaler>(&admin, &ns, "web").await,
+        ),
+        ("Ingress", children::<Ingress>(&admin, &ns, "web").await),
+        ("CronJob", children::<CronJob>(&admin, &ns, "web").await),
+        ("Secret", children::<Secret>(&admin, &ns, "web").await),
+    ] {
+        assert!(!found.is_empty(), "no {kind} of cache web");
+    }
+    let lease: Lease = get(&admin, &ns, &release).await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("chart-rbac")
+    );
+
+    // Optional children the spec stops asking for are deleted.
+    let patch = serde_json::json!({"spec": {"ingress": null, "workers": {"autoscaling": null}}});
+    Api::<BinaryCache>::namespaced(admin.clone(), &ns)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("Ingress and HPA removed", WAIT, async || {
+        let left = (
+            children::<Ingress>(&admin, &ns, "web").await,
+            children::<HorizontalPodAutoscaler>(&admin, &ns, "web").await,
+        );
+        (left.0.is_empty() && left.1.is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("{left:?}"))
+    })
+    .await;
+
+    // A GC policy: CronJob applied, its runs (Jobs and their pods) listed into status.
+    let mut gc = policy();
+    gc.spec.cache_ref.name = "web".to_string();
+    create(&admin, &ns, &gc).await;
+    let cronjob: CronJob = appears(&admin, &ns, "nightly-gc").await;
+    eventually("the policy is scheduled", WAIT, async || {
+        let p: GCPolicy = get(&admin, &ns, "nightly").await.ok_or("gone")?;
+        let ready = policy_ready(&p);
+        (ready.as_deref() == Some("True/Scheduled"))
+            .then_some(())
+            .ok_or_else(|| format!("{ready:?}"))
+    })
+    .await;
+    let run = start_run(&admin, &ns, &cronjob, "nightly-gc-1").await;
+    finish_pods_of_job(&admin, &ns, &run.name_any(), 0, SUMMARY).await;
+    eventually("the run is reported", WAIT, async || {
+        let p: GCPolicy = get(&admin, &ns, "nightly").await.ok_or("gone")?;
+        match p.status.and_then(|s| s.last_run) {
+            Some(run) if run.result == GcResult::Succeeded => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Events were published about both (they fail only with a log line, so look); the
+    // cache's Deployment shares its name and has Events of its own.
+    for (kind, name) in [
+        ("BinaryCache", cache.name_any()),
+        ("GCPolicy", "nightly".into()),
+    ] {
+        let events = events_about(&admin, &ns, &name).await;
+        let ours = events
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+            .count();
+        assert!(ours > 0, "no Events about {kind} {name}: {events:?}");
+    }
+}
