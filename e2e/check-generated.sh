@@ -10,3 +10,6 @@ fi
 # Helm installs CRDs from the chart's crds/ folder verbatim: it must be crdgen's output too.
 cmp crds/larder.yaml charts/larder/crds/larder.yaml \
   || { echo "charts/larder/crds/larder.yaml differs: run 'cp crds/larder.yaml charts/larder/crds/'" >&2; exit 1; }
+# The plain manifests are the chart's rendering.
+deploy/render.sh | diff -u deploy/larder.yaml - \
+  || { echo "deploy/larder.yaml is stale: run 'deploy/render.sh > deploy/larder.yaml'" >&2; exit 1; }

@@ -26,11 +26,12 @@ use serde::Deserialize;
 use crate::cache_children::{full_cache, full_cache_secrets};
 use crate::gc_policy::{policy, policy_ready, start_run, SUMMARY};
 use crate::support::{
-    appears, children, create, events_about, eventually, finish_pods_of_job, get, install_crds,
-    migrate, Operator, WAIT,
+    appears, children, create, database_secret, events_about, eventually, finish_pods_of_job, get,
+    install_crds, migrate, migration_job, secret, Operator, WAIT,
 };
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/larder");
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 
 /// `helm template RELEASE charts/larder --namespace NAMESPACE` with `--set` for each of `set`.
 fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
@@ -52,8 +53,12 @@ fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_norway::Deserializer::from_str(&text)
+    parse(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// The objects in a multi-document YAML text.
+fn parse(text: &str) -> Vec<DynamicObject> {
+    serde_norway::Deserializer::from_str(text)
         .filter_map(|doc| {
             // A template that renders nothing leaves an empty document.
             let value = serde_json::Value::deserialize(doc).unwrap();
@@ -65,6 +70,12 @@ fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
 /// Server-side applies every object as `kubectl apply --server-side` would (resolving each
 /// kind through discovery); panics with the API server's refusal.
 async fn apply_all(client: &Client, objects: &[DynamicObject]) {
+    apply_all_in(client, objects, None).await;
+}
+
+/// As [`apply_all`], putting namespaced objects that name no namespace into `namespace`
+/// (as `kubectl apply -n`).
+async fn apply_all_in(client: &Client, objects: &[DynamicObject], namespace: Option<&str>) {
     let params = PatchParams::apply("larder-e2e").force();
     for obj in objects {
         let types = obj.types.as_ref().expect("apiVersion and kind");
@@ -76,7 +87,11 @@ async fn apply_all(client: &Client, objects: &[DynamicObject]) {
             Scope::Cluster => Api::all_with(client.clone(), &resource),
             Scope::Namespaced => Api::namespaced_with(
                 client.clone(),
-                obj.metadata.namespace.as_deref().expect("a namespace"),
+                obj.metadata
+                    .namespace
+                    .as_deref()
+                    .or(namespace)
+                    .expect("a namespace"),
                 &resource,
             ),
         };
@@ -262,5 +277,57 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
             .count();
         assert!(ours > 0, "no Events about {kind} {name}: {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_apply_in_kustomization_order() {
+    let client = ControlPlane::client().await;
+    // `kubectl apply -k deploy/` without kubectl: the kustomization's resources, in order.
+    #[derive(Deserialize)]
+    struct Kustomization {
+        resources: Vec<String>,
+    }
+    let read = |name: &str| {
+        let path = Path::new(DEPLOY).join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let kustomization: Kustomization = serde_norway::from_str(&read("kustomization.yaml")).unwrap();
+    let mut objects = Vec::new();
+    for resource in &kustomization.resources {
+        objects.extend(parse(&read(resource)));
+    }
+    let all = kinds(&objects);
+    assert_eq!(all.first().map(String::as_str), Some("Namespace"));
+    assert!(
+        all.contains(&"CustomResourceDefinition".to_string())
+            && all.contains(&"Deployment".to_string()),
+        "{all:?}"
+    );
+    apply_all(&client, &objects).await;
+    let deployment: Option<Deployment> = get(&client, "larder-system", "larder").await;
+    assert!(deployment.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_examples_are_valid_caches() {
+    let (client, ns) = ControlPlane::namespace("operator-examples").await;
+    install_crds(&client).await;
+    let _operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    let keys = [("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")];
+    secret(&client, &ns, "r2-keys", &keys).await;
+    for (file, caches) in [
+        ("examples/aws-irsa.yaml", &["main"][..]),
+        ("examples/garage-minio.yaml", &["lab"][..]),
+        ("examples/cloudflare-r2.yaml", &["edge"][..]),
+    ] {
+        let path = Path::new(DEPLOY).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        apply_all_in(&client, &parse(&text), Some(&ns)).await;
+        // Past validation, a cache's first step is its migration Job.
+        for cache in caches {
+            migration_job(&client, &ns, cache, None).await;
+        }
     }
 }
