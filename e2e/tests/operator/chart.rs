@@ -3,9 +3,12 @@
 //!
 //! The RBAC test runs the library's controllers in this process with a client that
 //! impersonates the chart's ServiceAccount, so every request is authorized exactly as it
-//! would be for the operator's pod; no kubelet runs here to start that pod itself.
+//! would be for the operator's pod; no kubelet runs here to start that pod itself, so
+//! another test runs the `larder-operator` binary with the Deployment's arguments and
+//! environment, as that ServiceAccount. The plain manifests and examples in deploy/ are
+//! applied too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,6 +23,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{pinned_kind, Scope};
 use kube::{Api, Client, ResourceExt};
 use larder_e2e::k8s::ControlPlane;
+use larder_e2e::process::{free_port, temp_dir, Service as Process};
 use larder_operator::crd::{BinaryCache, GCPolicy, GcResult};
 use serde::Deserialize;
 
@@ -330,4 +334,108 @@ async fn deploy_examples_are_valid_caches() {
             migration_job(&client, &ns, cache, None).await;
         }
     }
+}
+
+/// The `larder-operator` binary: `LARDER_OPERATOR_BIN`, or the workspace's debug build.
+fn operator_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LARDER_OPERATOR_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/larder-operator");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bin larder-operator` first (e2e/run-tests.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A kubeconfig file that logs in as the admin and acts as ServiceAccount `name` in
+/// `namespace` (the `as` fields `kubectl --as` sets), for a process of its own.
+fn kubeconfig_as_service_account(dir: &Path, namespace: &str, name: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(ControlPlane::kubeconfig_path()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&admin).unwrap();
+    let user = &mut config["users"][0]["user"];
+    user["as"] = format!("system:serviceaccount:{namespace}:{name}").into();
+    user["as-groups"] = serde_json::json!([
+        "system:serviceaccounts",
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated"
+    ]);
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_deployment_runs_the_operator_binary() {
+    let (admin, ns) = ControlPlane::namespace("operator-chart-binary").await;
+    install_crds(&admin).await;
+    // Limited to the test's namespace, so this operator leaves other tests' caches alone
+    // (and the namespaced RBAC variant is the one exercised).
+    let objects = render(&ns, &ns, &[&format!("watchNamespace={ns}")]);
+    apply_all(&admin, &objects).await;
+    let release = format!("{ns}-larder");
+    let deployment: Deployment = get(&admin, &ns, &release).await.unwrap();
+    let container = deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
+
+    // Run the binary the image would, with the container's arguments and environment; the
+    // downward API's values are what a pod named `chart-pod` would get.
+    let dir = temp_dir("chart-binary");
+    let port = free_port();
+    let mut cmd = Command::new(operator_bin());
+    cmd.args(container.args.unwrap())
+        .env_clear()
+        .env(
+            "KUBECONFIG",
+            kubeconfig_as_service_account(&dir, &ns, &release),
+        )
+        .env("RUST_LOG", "info");
+    for var in container.env.unwrap() {
+        let value = match (var.value, var.value_from) {
+            (Some(value), _) => value,
+            (None, Some(from)) => match from.field_ref.unwrap().field_path.as_str() {
+                "metadata.name" => "chart-pod".to_string(),
+                "metadata.namespace" => ns.clone(),
+                other => panic!("downward API field {other} not played here"),
+            },
+            (None, None) => String::new(),
+        };
+        cmd.env(var.name, value);
+    }
+    // The one change: the container's port may be taken on this machine.
+    cmd.env("LARDER_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"));
+    let _operator = Process::start("larder-operator", cmd, &dir.join("operator.log"));
+
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    eventually("/readyz answers ok", WAIT, async || {
+        let answer = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
+        answer
+            .status()
+            .is_success()
+            .then_some(())
+            .ok_or_else(|| answer.status().to_string())
+    })
+    .await;
+    // Held, and renewed (an update, which making it did not need) a third of 15 s later.
+    eventually(
+        "the pod holds and renews the chart's Lease",
+        WAIT,
+        async || {
+            let lease: Option<Lease> = get(&admin, &ns, &release).await;
+            let spec = lease.and_then(|l| l.spec).ok_or("no Lease")?;
+            let renewed =
+                spec.renew_time.as_ref().map(|t| t.0) > spec.acquire_time.as_ref().map(|t| t.0);
+            (spec.holder_identity.as_deref() == Some("chart-pod") && renewed)
+                .then_some(())
+                .ok_or_else(|| format!("{spec:?}"))
+        },
+    )
+    .await;
+    database_secret(&admin, &ns).await;
+    create(&admin, &ns, &crate::support::minimal_cache("main")).await;
+    migration_job(&admin, &ns, "main", None).await;
 }
