@@ -37,27 +37,37 @@ use crate::support::{
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/larder");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 
-/// `helm template RELEASE charts/larder --namespace NAMESPACE` with `--set` for each of `set`.
-fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
+/// Runs helm with `args`; its stdout, or its stderr as the error.
+fn helm(args: &[&str]) -> Result<String, String> {
     let helm = larder_e2e::tools::binary(
         "LARDER_HELM",
         None,
         "run e2e/tools/install-helm.sh and export LARDER_HELM (e2e/run-tests.sh does both)",
     );
-    let mut cmd = Command::new(&helm);
-    cmd.args(["template", release, CHART, "--namespace", namespace]);
-    for value in set {
-        cmd.args(["--set", value]);
-    }
-    let out = cmd
+    let out = Command::new(&helm)
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", helm.display()));
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse(&String::from_utf8(out.stdout).unwrap())
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `helm template RELEASE charts/larder --namespace NAMESPACE` with `--set` for each of `set`.
+fn try_render(release: &str, namespace: &str, set: &[&str]) -> Result<String, String> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    helm(&args)
+}
+
+/// The objects [`try_render`] renders; panics with helm's complaint.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<DynamicObject> {
+    let text = try_render(release, namespace, set).unwrap_or_else(|e| panic!("helm template: {e}"));
+    parse(&text)
 }
 
 /// The objects in a multi-document YAML text.
@@ -110,6 +120,23 @@ fn kinds(objects: &[DynamicObject]) -> Vec<String> {
         .iter()
         .map(|o| o.types.as_ref().unwrap().kind.clone())
         .collect()
+}
+
+#[test]
+fn chart_lints_and_its_schema_refuses_bad_values() {
+    helm(&["lint", "--strict", CHART]).unwrap_or_else(|e| panic!("helm lint: {e}"));
+    for (set, complaint) in [
+        ("replica=2", "additional properties 'replica' not allowed"),
+        ("replicas=-1", "/replicas"),
+        ("logFormat=xml", "/logFormat"),
+        ("serviceMonitor.enable=true", "'enable' not allowed"),
+    ] {
+        let refused = try_render("larder", "larder-system", &[set]);
+        assert!(
+            matches!(&refused, Err(e) if e.contains(complaint)),
+            "--set {set}: {refused:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
