@@ -15,10 +15,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{pinned_kind, Scope};
 use kube::{Api, Client, ResourceExt};
@@ -31,7 +33,7 @@ use crate::cache_children::{full_cache, full_cache_secrets};
 use crate::gc_policy::{policy, policy_ready, start_run, SUMMARY};
 use crate::support::{
     appears, children, create, database_secret, events_about, eventually, finish_pods_of_job, get,
-    install_crds, migrate, migration_job, secret, Operator, WAIT,
+    install_crds, migrate, migration_job, ready_reason, secret, Operator, WAIT,
 };
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/larder");
@@ -186,6 +188,50 @@ async fn chart_objects_are_accepted_by_the_api_server() {
     apply_all(&client, &applicable).await;
 }
 
+/// Panics unless `client` may list and watch `K` in `namespace`, as a watcher does.
+async fn list_and_watch<K>(client: &Client, namespace: &str)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let kind = K::kind(&());
+    let listed = api
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .unwrap_or_else(|e| panic!("list {kind}: {e}"));
+    let version = listed.metadata.resource_version.unwrap_or_default();
+    // A refused watch is an HTTP error before any event, so starting one is the check.
+    let events = api
+        .watch_metadata(&WatchParams::default().timeout(1), &version)
+        .await
+        .unwrap_or_else(|e| panic!("watch {kind}: {e}"));
+    drop(events);
+}
+
+/// Deletes `name` as the admin and waits until the operator has made it again.
+async fn recreated<K>(admin: &Client, namespace: &str, name: &str)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(admin.clone(), namespace);
+    let old = api.get(name).await.unwrap().uid();
+    api.delete(name, &DeleteParams::background()).await.unwrap();
+    let what = format!("{} {name} made again", K::kind(&()));
+    eventually(&what, WAIT, async || {
+        let now = get::<K>(admin, namespace, name).await.and_then(|o| o.uid());
+        (now.is_some() && now != old)
+            .then_some(())
+            .ok_or_else(|| format!("uid {now:?}, was {old:?}"))
+    })
+    .await;
+}
+
 /// A client that is the chart's ServiceAccount `name` in `namespace`, as the operator's pod is.
 async fn client_as_service_account(namespace: &str, name: &str) -> Client {
     let mut config = ControlPlane::config().await;
@@ -216,6 +262,23 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
         "{refused:?}"
     );
 
+    // The controllers' watches: a watcher refused list or watch retries with backoff and
+    // relists, so reconciles still happen (late) and nothing below would notice; ask
+    // directly for each kind controller/run.rs watches.
+    let c = &operator_client;
+    list_and_watch::<BinaryCache>(c, &ns).await;
+    list_and_watch::<GCPolicy>(c, &ns).await;
+    list_and_watch::<ServiceAccount>(c, &ns).await;
+    list_and_watch::<ConfigMap>(c, &ns).await;
+    list_and_watch::<Service>(c, &ns).await;
+    list_and_watch::<Deployment>(c, &ns).await;
+    list_and_watch::<PodDisruptionBudget>(c, &ns).await;
+    list_and_watch::<HorizontalPodAutoscaler>(c, &ns).await;
+    list_and_watch::<Ingress>(c, &ns).await;
+    list_and_watch::<CronJob>(c, &ns).await;
+    list_and_watch::<Job>(c, &ns).await;
+    list_and_watch::<Secret>(c, &ns).await;
+
     // Leader election on the chart's Lease, then both controllers, as `larder-operator run`.
     let _operator = Operator::start_elected_on(
         &operator_client,
@@ -224,8 +287,11 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
         "chart-rbac",
         Duration::from_secs(15),
     );
-    full_cache_secrets(&admin, &ns).await;
+    // The cache first: its Secrets appearing must wake it (the Secret watch), long before
+    // the 60 s retry of a cache waiting on a Secret.
     let cache = create(&admin, &ns, &full_cache()).await;
+    ready_reason(&admin, &ns, "web", "SecretNotFound").await;
+    full_cache_secrets(&admin, &ns).await;
 
     // Signing key made (Secret create), database migrated (Job applied, status patched),
     // then every child applied.
@@ -254,6 +320,18 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some("chart-rbac")
     );
+
+    // A child deleted behind the operator's back is made again (here the watches, checked
+    // above, wake the cache; reconciles caused by other changes would too, so this checks
+    // the re-creating, not the watching).
+    recreated::<ServiceAccount>(&admin, &ns, "web").await;
+    recreated::<ConfigMap>(&admin, &ns, "web-config").await;
+    recreated::<Service>(&admin, &ns, "web").await;
+    recreated::<Deployment>(&admin, &ns, "web").await;
+    recreated::<PodDisruptionBudget>(&admin, &ns, "web").await;
+    recreated::<HorizontalPodAutoscaler>(&admin, &ns, "web").await;
+    recreated::<Ingress>(&admin, &ns, "web").await;
+    recreated::<CronJob>(&admin, &ns, "web-index").await;
 
     // Optional children the spec stops asking for are deleted.
     let patch = serde_json::json!({"spec": {"ingress": null, "workers": {"autoscaling": null}}});
