@@ -5,8 +5,8 @@
 //! impersonates the chart's ServiceAccount, so every request is authorized exactly as it
 //! would be for the operator's pod; no kubelet runs here to start that pod itself, so
 //! another test runs the `larder-operator` binary with the Deployment's arguments and
-//! environment, as that ServiceAccount. The plain manifests and examples in deploy/ are
-//! applied too.
+//! environment, as that ServiceAccount. `helm install`, `upgrade` and `uninstall` run
+//! against the API server, and the plain manifests and examples in deploy/ are applied.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +20,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{pinned_kind, Scope};
@@ -543,4 +545,39 @@ async fn the_chart_deployment_runs_the_operator_binary() {
     database_secret(&admin, &ns).await;
     create(&admin, &ns, &crate::support::minimal_cache("main")).await;
     migration_job(&admin, &ns, "main", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_the_chart() {
+    let (admin, ns) = ControlPlane::namespace("operator-chart-helm").await;
+    let kubeconfig = ControlPlane::kubeconfig_path().to_str().unwrap();
+    let common = ["--namespace", &ns, "--kubeconfig", kubeconfig];
+    let release = format!("{ns}-larder");
+
+    // What README.md tells users to run (CRDs already present are left as they are).
+    let install = [&["install", &ns, CHART][..], &common[..]].concat();
+    helm(&install).unwrap_or_else(|e| panic!("helm install: {e}"));
+    let deployment: Deployment = get(&admin, &ns, &release).await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(1));
+    let crds = Api::<CustomResourceDefinition>::all(admin.clone());
+    assert!(crds
+        .get_opt("binarycaches.larder.dev")
+        .await
+        .unwrap()
+        .is_some());
+
+    let upgrade = [
+        &["upgrade", &ns, CHART, "--set", "replicas=2"][..],
+        &common[..],
+    ]
+    .concat();
+    helm(&upgrade).unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    let deployment: Deployment = get(&admin, &ns, &release).await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+
+    let uninstall = [&["uninstall", &ns, "--wait"][..], &common[..]].concat();
+    helm(&uninstall).unwrap_or_else(|e| panic!("helm uninstall: {e}"));
+    assert!(get::<Deployment>(&admin, &ns, &release).await.is_none());
+    let roles = Api::<ClusterRole>::all(admin.clone());
+    assert!(roles.get_opt(&release).await.unwrap().is_none());
 }
