@@ -18,8 +18,8 @@ echo "run-tests: generated files match their generators" >&2
 e2e/check-generated.sh
 
 echo "run-tests: tests" >&2
-# The e2e tests run the real `larder` binary: build it before they start.
-cargo build --locked --bin larder
+# The e2e tests run the real `larder` and `larder-operator` binaries: build them first.
+cargo build --locked --bin larder --bin larder-operator
 cargo test --workspace --locked --no-fail-fast
 
 echo "run-tests: done in $((SECONDS - start))s" >&2

@@ -57,3 +57,6 @@ niks3() {
   export LARDER_NIKS3 LARDER_NIKS3_SERVER
 }
 step "niks3 $NIKS3_VERSION" niks3
+
+helm() { LARDER_HELM="$("$tools/install-helm.sh")"; export LARDER_HELM; }
+step "helm $HELM_VERSION" helm

@@ -19,7 +19,7 @@ use crate::support::{
 };
 
 /// A cache asking for every optional child: static S3 keys, tokens, autoscaling, an ingress.
-fn full_cache() -> BinaryCache {
+pub(crate) fn full_cache() -> BinaryCache {
     yaml(
         r#"
 apiVersion: larder.dev/v1alpha1
@@ -50,7 +50,7 @@ spec:
     )
 }
 
-async fn full_cache_secrets(client: &Client, ns: &str) {
+pub(crate) async fn full_cache_secrets(client: &Client, ns: &str) {
     database_secret(client, ns).await;
     secret(
         client,

@@ -18,9 +18,9 @@ use crate::support::{
 };
 
 /// A summary line exactly as `larder gc` prints it.
-const SUMMARY: &str = r#"{"dry_run":false,"stale_sessions":2,"roots_expired":3,"objects_marked":41,"bytes_marked":2097152,"objects_deleted":40,"bytes_deleted":1048576,"failures":0,"duration_ms":1234}"#;
+pub(crate) const SUMMARY: &str = r#"{"dry_run":false,"stale_sessions":2,"roots_expired":3,"objects_marked":41,"bytes_marked":2097152,"objects_deleted":40,"bytes_deleted":1048576,"failures":0,"duration_ms":1234}"#;
 
-fn policy() -> GCPolicy {
+pub(crate) fn policy() -> GCPolicy {
     yaml(
         r#"
 apiVersion: larder.dev/v1alpha1
@@ -39,7 +39,7 @@ spec:
 
 /// Starts a run of `cronjob` the way the CronJob controller does: a Job from its template,
 /// controlled by the CronJob.
-async fn start_run(client: &Client, ns: &str, cronjob: &CronJob, name: &str) -> Job {
+pub(crate) async fn start_run(client: &Client, ns: &str, cronjob: &CronJob, name: &str) -> Job {
     let template = cronjob.spec.as_ref().unwrap().job_template.clone();
     let meta = template.metadata.unwrap_or_default();
     let job = Job {
@@ -55,7 +55,7 @@ async fn start_run(client: &Client, ns: &str, cronjob: &CronJob, name: &str) -> 
     create(client, ns, &job).await
 }
 
-fn policy_ready(policy: &GCPolicy) -> Option<String> {
+pub(crate) fn policy_ready(policy: &GCPolicy) -> Option<String> {
     let conditions = &policy.status.as_ref()?.conditions;
     let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
     Some(format!("{}/{}", ready.status, ready.reason))

@@ -76,14 +76,20 @@ impl Operator {
         identity: &str,
         lease: Duration,
     ) -> Operator {
+        Self::start_elected_on(client, namespace, "larder-operator", identity, lease)
+    }
+
+    /// As [`Operator::start_elected`], with the Lease named `lease_name` (the chart names it
+    /// after the release).
+    pub fn start_elected_on(
+        client: &Client,
+        namespace: &str,
+        lease_name: &str,
+        identity: &str,
+        lease: Duration,
+    ) -> Operator {
         let (ctx, options, metrics) = context(client, namespace, identity);
-        let elector = Elector::new(
-            client.clone(),
-            namespace,
-            "larder-operator",
-            identity,
-            lease,
-        );
+        let elector = Elector::new(client.clone(), namespace, lease_name, identity, lease);
         let task = tokio::spawn(async move {
             let _ = elector.lead(controller::run(ctx, options)).await;
         });
