@@ -38,19 +38,12 @@ const CACHES: usize = 100;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn operator_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LARDER_OPERATOR_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("release/larder-operator");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p larder-operator` first",
-        bin.display()
-    );
-    bin
+    larder_e2e::tools::workspace_bin(
+        "LARDER_OPERATOR_BIN",
+        "release",
+        "larder-operator",
+        "cargo build --release -p larder-operator",
+    )
 }
 
 fn cache(name: &str) -> BinaryCache {

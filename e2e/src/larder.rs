@@ -41,19 +41,7 @@ pub struct Worker {
 
 /// The `larder` binary: `LARDER_BIN`, or the workspace's debug build.
 pub fn larder_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LARDER_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/larder");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --bin larder` first (e2e/run-tests.sh does)",
-        bin.display()
-    );
-    bin
+    crate::tools::workspace_bin("LARDER_BIN", "debug", "larder", "cargo build --bin larder")
 }
 
 impl Worker {

@@ -44,3 +44,22 @@ pub fn running_as_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A binary of this workspace: `$var` when set, else `<target dir>/<profile>/<name>`
+/// (`CARGO_TARGET_DIR`, or the workspace's `target/`). Panics with `build` (the command
+/// that makes it) when it is missing.
+pub fn workspace_bin(var: &str, profile: &str, name: &str, build: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(var) {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join(profile).join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `{build}` first (e2e/run-tests.sh builds what the tests use)",
+        bin.display()
+    );
+    bin
+}

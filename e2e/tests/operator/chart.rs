@@ -445,19 +445,12 @@ async fn deploy_examples_are_valid_caches() {
 
 /// The `larder-operator` binary: `LARDER_OPERATOR_BIN`, or the workspace's debug build.
 fn operator_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LARDER_OPERATOR_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/larder-operator");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --bin larder-operator` first (e2e/run-tests.sh does)",
-        bin.display()
-    );
-    bin
+    larder_e2e::tools::workspace_bin(
+        "LARDER_OPERATOR_BIN",
+        "debug",
+        "larder-operator",
+        "cargo build --bin larder-operator",
+    )
 }
 
 /// A kubeconfig file that logs in as the admin and acts as ServiceAccount `name` in
