@@ -26,6 +26,11 @@ pub struct GcView<'a> {
     pub image: &'a str,
 }
 
+/// Longest a GC run may take before Kubernetes stops it: far beyond a run over millions
+/// of paths (minutes; docs/benchmarks.md), short enough that a hung one frees the
+/// schedule the same day.
+pub const GC_DEADLINE_SECONDS: i64 = 6 * 3_600;
+
 /// The `larder` arguments of one run.
 pub fn args(spec: &GCPolicySpec) -> Vec<String> {
     let mut args = vec![
@@ -82,6 +87,9 @@ pub fn build(gc: &GcView) -> CronJob {
                 }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(1),
+                    // With Forbid, a run that hangs (a stuck connection) would block every
+                    // later one. A killed run is safe to rerun (DESIGN.md, GC invariants).
+                    active_deadline_seconds: Some(GC_DEADLINE_SECONDS),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {
                             labels: Some(run_labels),
@@ -139,6 +147,8 @@ mod tests {
         assert_eq!(cj.metadata.name.as_deref(), Some("nightly-gc"));
         let spec = cj.spec.unwrap();
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        let job = spec.job_template.spec.as_ref().unwrap();
+        assert_eq!(job.active_deadline_seconds, Some(GC_DEADLINE_SECONDS));
         assert_eq!(spec.time_zone.as_deref(), Some("Europe/Berlin"));
         let job_labels = spec.job_template.metadata.unwrap().labels.unwrap();
         assert_eq!(job_labels[GC_POLICY_LABEL], "nightly");

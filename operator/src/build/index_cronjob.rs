@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{child_meta, labels, names, pod, CacheView, Component};
 
+/// Longest an index build may take before Kubernetes stops it (builds take minutes).
+pub const INDEX_DEADLINE_SECONDS: i64 = 2 * 3_600;
+
 /// The index CronJob running `image`, or none when the index is disabled.
 pub fn build(cache: &CacheView, image: &str) -> Option<CronJob> {
     let index = &cache.spec.index;
@@ -41,6 +44,9 @@ pub fn build(cache: &CacheView, image: &str) -> Option<CronJob> {
                 }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
+                    // With Forbid, a build that hangs would block every later one; a killed
+                    // build leaves the published index as it was.
+                    active_deadline_seconds: Some(INDEX_DEADLINE_SECONDS),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {
                             labels: Some(pod_labels),
@@ -70,6 +76,8 @@ mod tests {
         let spec = cj.spec.unwrap();
         assert_eq!(spec.schedule, "0 * * * *");
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        let job = spec.job_template.spec.as_ref().unwrap();
+        assert_eq!(job.active_deadline_seconds, Some(INDEX_DEADLINE_SECONDS));
         let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
         assert_eq!(
             pod.containers[0].args,
