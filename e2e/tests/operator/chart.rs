@@ -32,7 +32,7 @@ use larder_operator::crd::{BinaryCache, GCPolicy, GcResult};
 use serde::Deserialize;
 
 use crate::cache_children::{full_cache, full_cache_secrets};
-use crate::gc_policy::{policy, policy_ready, start_run, SUMMARY};
+use crate::gc_policy::{policy, policy_becomes, start_run, SUMMARY};
 use crate::support::{
     appears, children, create, database_secret, events_about, eventually, finish_pods_of_job, get,
     install_crds, migrate, migration_job, ready_reason, secret, Operator, WAIT,
@@ -357,14 +357,7 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
     gc.spec.cache_ref.name = "web".to_string();
     create(&admin, &ns, &gc).await;
     let cronjob: CronJob = appears(&admin, &ns, "nightly-gc").await;
-    eventually("the policy is scheduled", WAIT, async || {
-        let p: GCPolicy = get(&admin, &ns, "nightly").await.ok_or("gone")?;
-        let ready = policy_ready(&p);
-        (ready.as_deref() == Some("True/Scheduled"))
-            .then_some(())
-            .ok_or_else(|| format!("{ready:?}"))
-    })
-    .await;
+    policy_becomes(&admin, &ns, "nightly", "True/Scheduled").await;
     let run = start_run(&admin, &ns, &cronjob, "nightly-gc-1").await;
     finish_pods_of_job(&admin, &ns, &run.name_any(), 0, SUMMARY).await;
     eventually("the run is reported", WAIT, async || {

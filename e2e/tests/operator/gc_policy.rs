@@ -61,6 +61,18 @@ pub(crate) fn policy_ready(policy: &GCPolicy) -> Option<String> {
     Some(format!("{}/{}", ready.status, ready.reason))
 }
 
+/// Waits until policy `name`'s Ready condition reads `want` (`status/reason`).
+pub(crate) async fn policy_becomes(client: &Client, ns: &str, name: &str, want: &str) {
+    eventually(&format!("policy {name} is {want}"), WAIT, async || {
+        let p: GCPolicy = get(client, ns, name).await.ok_or("gone")?;
+        let ready = policy_ready(&p);
+        (ready.as_deref() == Some(want))
+            .then_some(())
+            .ok_or_else(|| format!("{ready:?}"))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gc_policy_yields_its_cronjob_and_reports_the_last_run() {
     let (client, ns) = ControlPlane::namespace("operator-gc").await;
@@ -71,14 +83,7 @@ async fn a_gc_policy_yields_its_cronjob_and_reports_the_last_run() {
 
     // Until the cache's database is migrated no image is known to be safe to collect with.
     let policy = create(&client, &ns, &policy()).await;
-    eventually("the policy waits for its cache", WAIT, async || {
-        let p: GCPolicy = get(&client, &ns, "nightly").await.ok_or("gone")?;
-        let ready = policy_ready(&p);
-        (ready.as_deref() == Some("False/CacheNotReady"))
-            .then_some(())
-            .ok_or_else(|| format!("{ready:?}"))
-    })
-    .await;
+    policy_becomes(&client, &ns, "nightly", "False/CacheNotReady").await;
     assert!(get::<CronJob>(&client, &ns, "nightly-gc").await.is_none());
 
     // The cache finishing its migration wakes the policy (it watches caches).
@@ -114,14 +119,7 @@ async fn a_gc_policy_yields_its_cronjob_and_reports_the_last_run() {
             "6h"
         ]
     );
-    eventually("the policy is scheduled", WAIT, async || {
-        let p: GCPolicy = get(&client, &ns, "nightly").await.ok_or("gone")?;
-        let ready = policy_ready(&p);
-        (ready.as_deref() == Some("True/Scheduled"))
-            .then_some(())
-            .ok_or_else(|| format!("{ready:?}"))
-    })
-    .await;
+    policy_becomes(&client, &ns, "nightly", "True/Scheduled").await;
 
     let run = start_run(&client, &ns, &cronjob, "nightly-gc-29000000").await;
     finish_pods_of_job(&client, &ns, &run.name_any(), 0, SUMMARY).await;
@@ -213,14 +211,7 @@ async fn a_schedule_the_cronjob_refuses_is_reported_until_fixed() {
         .await
         .unwrap();
     appears::<CronJob>(&client, &ns, "nightly-gc").await;
-    eventually("the policy is scheduled", WAIT, async || {
-        let p: GCPolicy = get(&client, &ns, "nightly").await.ok_or("gone")?;
-        let ready = policy_ready(&p);
-        (ready.as_deref() == Some("True/Scheduled"))
-            .then_some(())
-            .ok_or_else(|| format!("{ready:?}"))
-    })
-    .await;
+    policy_becomes(&client, &ns, "nightly", "True/Scheduled").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
