@@ -227,6 +227,14 @@ fn migrate_of_a_named_database_creates_no_data_dir() {
     );
     assert!(db.is_file(), "the database was not created");
     assert!(!data.exists(), "migrate created {}", data.display());
+    // Its help offers only the flags it reads.
+    let help = larder(&["migrate", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--database"), "{help}");
+    assert!(
+        !help.contains("--storage") && !help.contains("--s3-"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub struct FsckArgs {
 
 /// Runs the check and prints its report.
 pub async fn run(args: FsckArgs) -> Result<(), CliError> {
-    let db = args.store.connect_existing_db().await?;
+    let db = args.store.db.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage("http://127.0.0.1").await?;
     let options = FsckOptions {

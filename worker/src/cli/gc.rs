@@ -60,7 +60,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
             humantime::format_duration(url_lifetime)
         );
     }
-    let db = args.store.connect_existing_db().await?;
+    let db = args.store.db.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage("http://127.0.0.1").await?;
     let options = GcOptions {

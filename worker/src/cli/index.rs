@@ -79,7 +79,7 @@ async fn build(args: BuildArgs) -> Result<(), CliError> {
             humantime::format_duration(args.grace)
         );
     }
-    let db = args.store.connect_existing_db().await?;
+    let db = args.store.db.connect_existing_db().await?;
     db.check_schema().await?;
     let storage = args.store.open_storage(&args.public_url).await?;
     let options = BuildOptions {

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::store::StoreArgs;
+use super::store::DbArgs;
 use super::CliError;
 
 /// Apply database migrations and exit (run before rolling out a new version)
@@ -17,17 +17,17 @@ use super::CliError;
 #[command(verbatim_doc_comment)]
 pub struct MigrateArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub db: DbArgs,
 }
 
 /// Applies the embedded migrations.
 pub async fn run(args: MigrateArgs) -> Result<(), CliError> {
     // Only the embedded database lives in the data dir; a migration of a named one
     // (a Job, an operator's shell) must not leave a `larder-data/` wherever it ran.
-    if args.store.embedded_database() {
-        args.store.ensure_writable_data_dir()?;
+    if args.db.embedded_database() {
+        args.db.ensure_writable_data_dir()?;
     }
-    let db = crate::db::Db::connect(&args.store.database_url()).await?;
+    let db = crate::db::Db::connect(&args.db.database_url()).await?;
     db.migrate().await?;
     eprintln!("database schema is up to date");
     Ok(())

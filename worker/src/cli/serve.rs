@@ -100,12 +100,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| listen_error(args.listen, e))?;
     let store = &args.store;
     // A database named by --database is only created when asked to migrate it.
-    let db = if args.migrate || store.embedded_database() {
+    let db = if args.migrate || store.db.embedded_database() {
         store.connect_db().await?
     } else {
-        store.connect_existing_db().await?
+        store.db.connect_existing_db().await?
     };
-    if args.migrate || store.embedded_database() {
+    if args.migrate || store.db.embedded_database() {
         db.migrate().await?;
     } else {
         db.check_schema().await?;
@@ -114,15 +114,15 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     if given_keys.is_none() || given_tokens.is_none() {
         // Generated defaults (key, token) live in the data dir even when the database
         // and objects are elsewhere.
-        store.ensure_writable_data_dir()?;
+        store.db.ensure_writable_data_dir()?;
     }
     let keys = match given_keys {
         Some(keys) => keys,
-        None => default_signing_key(&store.data_dir)?,
+        None => default_signing_key(&store.db.data_dir)?,
     };
     let (tokens, token_file) = match given_tokens {
         Some(tokens) => (tokens, None),
-        None => default_token(&store.data_dir)?,
+        None => default_token(&store.db.data_dir)?,
     };
     tokio::spawn(crate::index::publish::run(
         db.clone(),

@@ -9,10 +9,9 @@ use crate::storage::{DirStore, S3Config, S3Store, Storage};
 
 use super::CliError;
 
-/// Database and storage location. With neither `--database` nor an S3 bucket, everything
-/// lives in `--data-dir` (the embedded default `larder serve` creates).
+/// Where the database is. With no `--database`, it is SQLite in `--data-dir`.
 #[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
+pub struct DbArgs {
     /// Folder of the embedded default: SQLite database, objects, keys, push token.
     #[arg(long, env = "LARDER_DATA_DIR", default_value = "larder-data")]
     pub data_dir: PathBuf,
@@ -20,6 +19,14 @@ pub struct StoreArgs {
     /// (default: SQLite in the data dir).
     #[arg(long, env = "LARDER_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+}
+
+/// Database and storage location. With neither `--database` nor an S3 bucket, everything
+/// lives in `--data-dir` (the embedded default `larder serve` creates).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Object storage: `s3://bucket[/prefix]` (details via the --s3-* flags) or a folder
     /// (default: `objects/` in the data dir).
     #[arg(long, env = "LARDER_STORAGE")]
@@ -28,7 +35,7 @@ pub struct StoreArgs {
     pub s3: S3Config,
 }
 
-impl StoreArgs {
+impl DbArgs {
     /// True when the database is the embedded SQLite one (created and migrated freely).
     pub fn embedded_database(&self) -> bool {
         self.database.is_none()
@@ -40,14 +47,6 @@ impl StoreArgs {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("larder.db").display()),
         }
-    }
-
-    /// Creates the data dir when the embedded default needs it.
-    pub fn ensure_data_dir(&self) -> Result<(), CliError> {
-        if self.database.is_none() || self.storage_dir().is_some() {
-            self.ensure_writable_data_dir()?;
-        }
-        Ok(())
     }
 
     /// Creates the data dir and checks this user may write into it, so that a bad
@@ -76,13 +75,6 @@ impl StoreArgs {
             })
     }
 
-    /// Connects to the database, creating the embedded one (and the data dir) when
-    /// missing: for `serve`.
-    pub async fn connect_db(&self) -> Result<Db, CliError> {
-        self.ensure_data_dir()?;
-        Ok(Db::connect(&self.database_url()).await?)
-    }
-
     /// Connects to a database that must already exist: for commands that only work on
     /// a cache (gc, fsck, index build, serve without --migrate), where a mistyped
     /// `--data-dir` or `--database` must not leave an empty database behind.
@@ -107,6 +99,23 @@ impl StoreArgs {
             }
         }
         Ok(Db::connect_existing(&self.database_url()).await?)
+    }
+}
+
+impl StoreArgs {
+    /// Creates the data dir when the embedded default needs it.
+    pub fn ensure_data_dir(&self) -> Result<(), CliError> {
+        if self.db.database.is_none() || self.storage_dir().is_some() {
+            self.db.ensure_writable_data_dir()?;
+        }
+        Ok(())
+    }
+
+    /// Connects to the database, creating the embedded one (and the data dir) when
+    /// missing: for `serve`.
+    pub async fn connect_db(&self) -> Result<Db, CliError> {
+        self.ensure_data_dir()?;
+        Ok(Db::connect(&self.db.database_url()).await?)
     }
 
     /// The S3 settings, when the storage is a bucket.
@@ -133,7 +142,7 @@ impl StoreArgs {
         }
         Some(match self.storage.as_deref() {
             Some(dir) => PathBuf::from(dir.strip_prefix("file://").unwrap_or(dir)),
-            None => self.data_dir.join("objects"),
+            None => self.db.data_dir.join("objects"),
         })
     }
 
