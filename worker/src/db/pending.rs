@@ -220,6 +220,16 @@ pub async fn start(
     starting.commit(&[]).await
 }
 
+/// The references a `pending_objects.refs` column holds for object `key`. The column is
+/// written by `pending_start` from a validated list; a value that does not parse is
+/// refused, never read as "no references", which would let GC collect what it reaches.
+pub(crate) fn decode_refs(key: &str, json: &str) -> Result<Vec<String>, DbError> {
+    serde_json::from_str(json).map_err(|e| DbError::Corrupt {
+        what: format!("references of pending object {key}"),
+        reason: e.to_string(),
+    })
+}
+
 /// The open upload sessions, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenSessions {
@@ -368,4 +378,17 @@ pub async fn delete_started_before(
         .rows_affected();
     tx.commit().await.context("commit stale session cleanup")?;
     Ok((deleted, uploads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_that_do_not_parse_are_refused_not_emptied() {
+        assert_eq!(decode_refs("k", r#"["a","b"]"#).unwrap(), ["a", "b"]);
+        assert!(decode_refs("k", "[]").unwrap().is_empty());
+        let err = decode_refs("x.narinfo", "not json").unwrap_err();
+        assert!(err.to_string().contains("x.narinfo"), "{err}");
+    }
 }

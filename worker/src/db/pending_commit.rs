@@ -45,11 +45,12 @@ pub async fn complete(db: &Db, id: i64, now: i64) -> Result<Option<Committed>, D
     .context("read pending objects")?;
     let mut objects = Vec::with_capacity(rows.len());
     for row in &rows {
+        let key: String = row.try_get(0).context("decode key")?;
         let refs: String = row.try_get(2).context("decode refs")?;
         objects.push(ClosureObject {
-            key: row.try_get(0).context("decode key")?,
+            refs: super::pending::decode_refs(&key, &refs)?,
+            key,
             kind: row.try_get(1).context("decode kind")?,
-            refs: serde_json::from_str(&refs).unwrap_or_default(),
             nar_size: row.try_get(3).context("decode nar_size")?,
             file_size: row.try_get(4).context("decode file_size")?,
             file_hash: row.try_get(5).context("decode file_hash")?,

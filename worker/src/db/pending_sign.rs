@@ -29,12 +29,7 @@ pub async fn declared_narinfos(
     for row in &rows {
         let key: String = row.try_get(0).context("decode key")?;
         let refs: String = row.try_get(1).context("decode refs")?;
-        // Written by `pending_start` from a validated list; a row that does not parse
-        // is refused rather than read as "no references".
-        let mut refs: Vec<String> = serde_json::from_str(&refs).map_err(|e| DbError::Corrupt {
-            what: format!("references of pending object {key}"),
-            reason: e.to_string(),
-        })?;
+        let mut refs = super::pending::decode_refs(&key, &refs)?;
         refs.sort_unstable();
         narinfos.insert(key, refs);
     }
