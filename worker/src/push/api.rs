@@ -46,13 +46,9 @@ impl Api {
         token: Option<String>,
         retry: RetryPolicy,
     ) -> Result<Self, PushError> {
-        let url = reqwest::Url::parse(server)
-            .map_err(|e| PushError::Config(format!("--server {server:?} is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(PushError::Config(format!(
-                "--server {server:?} must be an http:// or https:// URL"
-            )));
-        }
+        // The rule the --server flag applies, again for callers that build options in code.
+        crate::cli::values::http_url(server)
+            .map_err(|e| PushError::Config(format!("--server {server:?}: {e}")))?;
         Ok(Self {
             http,
             base: server.trim_end_matches('/').to_string(),
@@ -350,5 +346,24 @@ fn with_attempts(error: PushError, attempts: u32) -> PushError {
             message: format!("{message} (after {attempts} attempts)"),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_must_be_an_http_url_with_a_host() {
+        let api =
+            |server: &str| Api::new(reqwest::Client::new(), server, None, RetryPolicy::default());
+        assert!(api("http://127.0.0.1:5050").is_ok());
+        assert!(api("https://cache.example.org/prefix/").is_ok());
+        for bad in ["cache.example.org", "ftp://x", "http://", "unix:/tmp/s"] {
+            let Err(PushError::Config(message)) = api(bad) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(message.contains("--server"), "{message}");
+        }
     }
 }
