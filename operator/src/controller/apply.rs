@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -74,13 +74,6 @@ where
 /// it adds would have the garbage collector delete it with the cache. The error says who
 /// controls it.
 pub fn may_apply_over(existing: &ObjectMeta, wanted: &ObjectMeta) -> Result<(), String> {
-    let controller_of = |meta: &ObjectMeta| {
-        meta.owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .cloned()
-    };
     let Some(wanted_controller) = controller_of(wanted) else {
         return Ok(());
     };
@@ -97,6 +90,14 @@ pub fn may_apply_over(existing: &ObjectMeta, wanted: &ObjectMeta) -> Result<(), 
         }
         None => Err("no controller (made outside the operator)".into()),
     }
+}
+
+/// The owner reference marked as controller (the API server allows one at most).
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
 }
 
 /// Creates `obj` unless an object of that name exists; never overwrites (keys are made once).
@@ -139,12 +140,7 @@ where
         return Ok(false);
     };
     // Never delete what someone else made under the same name.
-    let ours = existing
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == owner_uid && o.controller == Some(true));
+    let ours = controller_of(&existing.metadata).is_some_and(|c| c.uid == owner_uid);
     if !ours {
         return Ok(false);
     }
@@ -158,7 +154,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use std::collections::BTreeMap;
 
     fn meta(controller_uid: Option<&str>, managed_by: Option<&str>) -> ObjectMeta {
