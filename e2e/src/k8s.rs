@@ -21,10 +21,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::process::{free_port, temp_dir, unique_name, Service};
@@ -126,6 +127,32 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         (client, name)
+    }
+
+    /// A client authenticated as ServiceAccount `account` of `namespace` (a ten-minute
+    /// token), holding only what RBAC grants that account.
+    pub async fn account_client(admin: &Client, namespace: &str, account: &str) -> Client {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+            .create_token_request(account, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("a token for {namespace}/{account}: {e}"))
+            .status
+            .unwrap_or_else(|| panic!("a token for {namespace}/{account}: no status"))
+            .token;
+        let mut config = Self::config().await;
+        config.auth_info = AuthInfo {
+            token: Some(token.into()),
+            ..AuthInfo::default()
+        };
+        Client::try_from(config).unwrap_or_else(|e| panic!("a client for {account}: {e}"))
     }
 }
 

@@ -5,12 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::AuthInfo;
-use kube::Client;
 use larder_e2e::k8s::{ControlPlane, TEST_ANNOTATION};
 
 fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
@@ -106,29 +103,7 @@ async fn deleting_an_owner_collects_what_it_owns() {
 #[tokio::test]
 async fn rbac_refuses_a_service_account_without_roles() {
     let (client, ns) = ControlPlane::namespace("rbac_refuses").await;
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("default", &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-
-    let mut config = ControlPlane::config().await;
-    config.auth_info = AuthInfo {
-        token: Some(token.into()),
-        ..AuthInfo::default()
-    };
-    let unprivileged = Client::try_from(config).unwrap();
+    let unprivileged = ControlPlane::account_client(&client, &ns, "default").await;
     let maps = Api::<ConfigMap>::namespaced(unprivileged, &ns);
     let refused = maps.list(&Default::default()).await.unwrap_err();
     match refused {

@@ -1,11 +1,6 @@
 //! An operator that may not read what it watches (a ClusterRole missing a kind) says so in its
 //! metrics and at warn level, instead of looking healthy while no change reaches it.
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::PostParams;
-use kube::config::AuthInfo;
-use kube::{Api, Client};
 use larder_e2e::k8s::ControlPlane;
 
 use crate::support::{eventually, install_crds, Operator, WAIT};
@@ -15,30 +10,7 @@ async fn an_operator_without_rbac_counts_its_failed_watches() {
     let (client, ns) = ControlPlane::namespace("operator-no-rbac").await;
     install_crds(&client).await;
     // The namespace's default ServiceAccount: authenticated, bound to no role.
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = eventually("a token for the default account", WAIT, async || {
-        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-            .create_token_request("default", &PostParams::default(), &request)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .status
-    .unwrap()
-    .token;
-    let mut config = ControlPlane::config().await;
-    config.auth_info = AuthInfo {
-        token: Some(token.into()),
-        ..AuthInfo::default()
-    };
-    let unprivileged = Client::try_from(config).unwrap();
+    let unprivileged = ControlPlane::account_client(&client, &ns, "default").await;
 
     let operator = Operator::start(&unprivileged, &ns);
     eventually("failed watches are counted", WAIT, async || {
