@@ -29,6 +29,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use larder_e2e::k8s::ControlPlane;
+use larder_e2e::metrics::sample;
 use larder_e2e::process::{free_port, temp_dir, Service};
 use larder_operator::crd::{BinaryCache, BinaryCacheSpec};
 
@@ -118,20 +119,6 @@ async fn wait_reconciled(api: &Api<BinaryCache>, want: usize, started: Instant) 
     }
 }
 
-/// A metric's value from the operator's `/metrics` at `addr` (0 when absent).
-async fn metric(addr: &str, line_prefix: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn start_operator(ns: &str, dir: &Path, addr: &str) -> Service {
     let mut cmd = Command::new(operator_bin());
     cmd.arg("run")
@@ -199,10 +186,11 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (peak, now) = memory_kib(operator.pid());
     let kind = r#"{kind="BinaryCache"}"#;
-    let reconciles = metric(&addr, &format!("larder_operator_reconciles_total{kind} ")).await;
-    let seconds = metric(
-        &addr,
-        &format!("larder_operator_reconcile_duration_seconds_sum{kind} "),
+    let base = format!("http://{addr}");
+    let reconciles = sample(&base, &format!("larder_operator_reconciles_total{kind}")).await;
+    let seconds = sample(
+        &base,
+        &format!("larder_operator_reconcile_duration_seconds_sum{kind}"),
     )
     .await;
 

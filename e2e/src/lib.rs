@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod garage;
 pub mod k8s;
 pub mod larder;
+pub mod metrics;
 pub mod niks3;
 pub mod nix;
 pub mod postgres;

@@ -10,17 +10,9 @@ use serde_json::json;
 const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 const NAR: &str = "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar";
 
-/// The value of the sample named exactly `name` (with its labels), 0 when absent.
+/// The value of `name` (with its labels) on the worker's `/metrics`, 0 when absent.
 async fn sample(worker: &Worker, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", worker.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
+    larder_e2e::metrics::sample(&worker.url, name).await
 }
 
 #[tokio::test]
