@@ -164,6 +164,16 @@ async fn repeated_and_malformed_steps_change_nothing_on_either_backend() {
         let (status, text) = c.post(&sign, Some(&undeclared)).await;
         assert_eq!(status, 403, "{backend}: an undeclared reference: {text}");
         assert!(text.contains("did not declare"), "{backend}: {text}");
+        // A URL to an object the narinfo did not declare is one GC would not keep alive.
+        let mut elsewhere = sign_request(&narinfo, &own_path);
+        elsewhere["narinfos"][&narinfo]["url"] = json!(other_nar);
+        let (status, text) = c.post(&sign, Some(&elsewhere)).await;
+        assert_eq!(status, 403, "{backend}: an undeclared URL: {text}");
+        assert!(text.contains("URL"), "{backend}: {text}");
+        let mut declared_url = sign_request(&narinfo, &own_path);
+        declared_url["narinfos"][&narinfo]["url"] = json!(NAR);
+        let (status, text) = c.post(&sign, Some(&declared_url)).await;
+        assert_eq!(status, 200, "{backend}: the declared NAR as URL: {text}");
         // A reference to itself needs no declaration.
         let itself = sign_request_with(&narinfo, &own_path, &[&own_path]);
         let (status, text) = c.post(&sign, Some(&itself)).await;

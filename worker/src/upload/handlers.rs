@@ -163,9 +163,10 @@ async fn sign(
     Ok(Json(SignResponse { signatures }))
 }
 
-/// The fingerprint of a narinfo, after checking it describes the path its key names and
-/// references only paths whose narinfos it `declared` (sorted; else GC, which follows the
-/// declaration, could delete a path a signed narinfo promises).
+/// The fingerprint of a narinfo, after checking it describes the path its key names,
+/// references only paths whose narinfos it `declared` (sorted) and points its URL at an
+/// object it declared (else GC, which follows the declaration, could delete what a signed
+/// narinfo promises).
 fn fingerprint(key: &str, fields: &NarinfoFields, declared: &[String]) -> Result<String, ApiError> {
     let bad = |what: String| ApiError::BadRequest(format!("{}: {what}", crate::nix::preview(key)));
     let path = StorePath::parse(&fields.store_path).map_err(|e| bad(e.to_string()))?;
@@ -198,6 +199,19 @@ fn fingerprint(key: &str, fields: &NarinfoFields, declared: &[String]) -> Result
              reference; declare every reference when starting the session",
             crate::nix::preview(key)
         )));
+    }
+    // The URL is not signed, but GC keeps a narinfo's NAR alive only through the
+    // declaration: a URL to any other object could be collected under a signed narinfo.
+    if let Some(url) = fields.url.as_deref() {
+        if declared.binary_search_by(|k| k.as_str().cmp(url)).is_err() {
+            return Err(ApiError::Forbidden(format!(
+                "{} has URL {}, but its pending closure did not declare that object as a \
+                 reference of it; list the NAR among the narinfo's refs when starting the \
+                 session",
+                crate::nix::preview(key),
+                crate::nix::preview(url)
+            )));
+        }
     }
     Ok(crate::nix::signature::fingerprint(
         &path,
