@@ -239,6 +239,60 @@ async fn head_reads_no_bytes_from_the_bucket() {
     }
 }
 
+/// A HEAD of an index file asks the bucket for its metadata too: shards can be megabytes.
+/// It answers what a GET would, 304 and 404 included.
+#[tokio::test]
+async fn index_head_reads_no_bytes_from_the_bucket() {
+    for (backend, w) in workers("index-head").await {
+        let Backend::Postgres { bucket, .. } = &w.backend else {
+            continue;
+        };
+        let key = "nix-cache-index/bloom.bin";
+        bucket
+            .client()
+            .put_object()
+            .bucket(&bucket.name)
+            .key(key)
+            .body(vec![7u8; 3000].into())
+            .send()
+            .await
+            .unwrap();
+        let url = format!("{}/{key}", w.url);
+        let missing = format!("{}/nix-cache-index/shards/1/root.idx.zst", w.url);
+        let get = ask(Method::GET, &url, &[]).await;
+        let gets = bucket.requests("GET", key);
+        let head = ask(Method::HEAD, &url, &[]).await;
+        assert_eq!(
+            (head.status, &head.headers),
+            (get.status, &get.headers),
+            "{backend}"
+        );
+        assert_eq!(head.headers["content-length"], "3000", "{backend}");
+        assert!(head.body.is_empty(), "{backend}");
+        let etag = get.headers["etag"].as_str();
+        let cached = ask(Method::HEAD, &url, &[("If-None-Match", etag)]).await;
+        assert_eq!(cached.status, 304, "{backend}");
+        assert_eq!(
+            cached.headers["cache-control"],
+            get.headers["cache-control"]
+        );
+        assert_eq!(
+            ask(Method::HEAD, &missing, &[]).await.status,
+            404,
+            "{backend}"
+        );
+        assert_eq!(
+            bucket.requests("GET", key),
+            gets,
+            "{backend}: a HEAD of {key} sent a GET to the bucket"
+        );
+        assert!(
+            bucket.requests("HEAD", key) >= 2,
+            "{backend}: HEADs not logged"
+        );
+    }
+}
+
 /// A Range with If-Range (RFC 9110 §13.1.5) is served only while the object is the one
 /// the client holds part of (its strong tag, or its Last-Modified exactly); otherwise the
 /// whole object is sent, so a resumed download never splices two versions.

@@ -36,36 +36,62 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Result<Re
     let Ok(file) = IndexFile::parse_request(path) else {
         return Ok(missing("not an index file\n"));
     };
-    let object = match state
-        .storage()
-        .get(&file.key(), None, &conditions(headers))
-        .await
-    {
-        Ok(object) => object,
-        Err(StorageError::NotModified { .. }) => {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            set(
-                response.headers_mut(),
-                header::CACHE_CONTROL,
-                cache_control(&file),
-            );
-            return Ok(response);
+    let key = file.key();
+    // A HEAD asks storage for the metadata only: a shard can be megabytes.
+    if request.method() == Method::HEAD {
+        let Some(meta) = state.storage().head(&key).await? else {
+            return Ok(missing("no such index file\n"));
+        };
+        let (etag, modified) = (meta.etag.as_deref(), meta.last_modified);
+        if crate::storage::not_modified(&conditions(headers), etag, modified) {
+            return Ok(not_modified(&file));
         }
+        return Ok((StatusCode::OK, found(&file, meta.size, etag, modified)).into_response());
+    }
+    let object = match state.storage().get(&key, None, &conditions(headers)).await {
+        Ok(object) => object,
+        Err(StorageError::NotModified { .. }) => return Ok(not_modified(&file)),
         Err(StorageError::NotFound { .. }) => return Ok(missing("no such index file\n")),
         Err(e) => return Err(e.into()),
     };
-    let mut out = HeaderMap::new();
-    set(&mut out, header::CONTENT_TYPE, content_type(&file));
-    set(&mut out, header::CACHE_CONTROL, cache_control(&file));
-    set(&mut out, header::CONTENT_LENGTH, &object.size.to_string());
-    if let Some(etag) = &object.etag {
-        set(&mut out, header::ETAG, etag);
-    }
-    if let Some(modified) = object.last_modified {
-        set(&mut out, header::LAST_MODIFIED, &http_date(modified));
-    }
+    let out = found(
+        &file,
+        object.size,
+        object.etag.as_deref(),
+        object.last_modified,
+    );
     let body = Body::from_stream(object.body.map_err(std::io::Error::other));
     Ok((StatusCode::OK, out, body).into_response())
+}
+
+/// The headers of a 200 for `file` of `size` bytes, whether GET or HEAD.
+fn found(
+    file: &IndexFile,
+    size: u64,
+    etag: Option<&str>,
+    modified: Option<std::time::SystemTime>,
+) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    set(&mut out, header::CONTENT_TYPE, content_type(file));
+    set(&mut out, header::CACHE_CONTROL, cache_control(file));
+    set(&mut out, header::CONTENT_LENGTH, &size.to_string());
+    if let Some(etag) = etag {
+        set(&mut out, header::ETAG, etag);
+    }
+    if let Some(modified) = modified {
+        set(&mut out, header::LAST_MODIFIED, &http_date(modified));
+    }
+    out
+}
+
+fn not_modified(file: &IndexFile) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    set(
+        response.headers_mut(),
+        header::CACHE_CONTROL,
+        cache_control(file),
+    );
+    response
 }
 
 fn missing(text: &'static str) -> Response {
