@@ -63,20 +63,27 @@ async fn refuse_declared_oversize(
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    // Without TCP_NODELAY a streamed body's short segments wait for the client's ACK
-    // of the previous ones (Nagle): the read proxy relays NARs in whatever chunks the
-    // bucket sends.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-        }
-    });
     axum::serve(
-        listener,
+        no_delay(listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
+}
+
+/// `listener`, with every accepted connection set to `TCP_NODELAY`: without it a streamed
+/// body's short segments wait for the client's ACK of the previous ones (Nagle), and the
+/// read proxy relays NARs in whatever chunks the bucket sends.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    listener.tap_io(set_no_delay)
+}
+
+fn set_no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+    }
 }
 
 async fn shutdown_signal() {
@@ -96,4 +103,20 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+    use axum::serve::Listener;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_waiting_for_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::no_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
+    }
 }
