@@ -347,3 +347,40 @@ fn push_says_why_the_server_refused_or_did_not_answer() {
         "colour codes in a log: {stderr:?}"
     );
 }
+
+/// A path on disk that Nix has not registered is refused at once: `push` reads the local
+/// store only, and never asks the user's substituters about it (they may be slow or far).
+#[test]
+fn push_of_an_unregistered_path_never_asks_the_substituters() {
+    let substituter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = substituter.local_addr().unwrap().port();
+    substituter.set_nonblocking(true).unwrap();
+    let hash: String = (0..32)
+        .map(|i| b"0123456789abcdfghijklmnpqrsvwxyz"[(i * 7 + port as usize) % 32] as char)
+        .collect();
+    let path = PathBuf::from(format!("/nix/store/{hash}-larder-unregistered"));
+    std::fs::create_dir_all(&path).unwrap();
+    let worker = Worker::start("cli-unregistered", Backend::Embedded, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["push", "--server", &worker.url, "--token", &worker.token])
+        .arg(&path)
+        .env("NIX_CONF_DIR", Nix::shared().conf_dir())
+        .env("NIX_REMOTE", "local")
+        .env(
+            "NIX_CONFIG",
+            format!("substituters = http://127.0.0.1:{port}\nconnect-timeout = 1\nstalled-download-timeout = 1\nnarinfo-cache-negative-ttl = 0"),
+        )
+        .output()
+        .expect("run larder");
+    std::fs::remove_dir(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pushed an unregistered path:\n{stderr}"
+    );
+    assert!(stderr.contains("path-info"), "{stderr}");
+    assert!(
+        substituter.accept().is_err(),
+        "nix asked the substituter about a path push should read locally:\n{stderr}"
+    );
+}

@@ -200,6 +200,9 @@ pub async fn query(nix: &Path, roots: &[StorePath]) -> Result<Vec<PathInfo>, Pus
     let mut cmd = tokio::process::Command::new(nix);
     cmd.args(["--extra-experimental-features", "nix-command", "path-info"])
         .args(["--recursive", "--json"])
+        // Push reads the local store; a path it lacks must fail at once, not after
+        // asking every substituter (seconds of retries when one is unreachable).
+        .args(["--option", "substitute", "false"])
         .args(roots.iter().map(StorePath::to_absolute))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
