@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// they may keep narinfos for 5 minutes).
     #[arg(long, env = "LARDER_NARINFO_CACHE_TTL", default_value = "30s", value_parser = super::values::duration)]
     pub narinfo_cache_ttl: std::time::Duration,
+    /// How long a client may take to send a request's headers; an idle keep-alive
+    /// connection is closed after as long. Bounds the connections a slow or idle client
+    /// can hold open.
+    #[arg(long, env = "LARDER_HEADER_TIMEOUT", default_value = "30s", value_parser = super::values::duration)]
+    pub header_timeout: std::time::Duration,
     /// Apply database migrations before serving (always done for the embedded SQLite).
     #[arg(long, env = "LARDER_MIGRATE")]
     pub migrate: bool,
@@ -148,7 +153,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         },
     );
     print_welcome(&public_url, &keys, token_file.as_deref());
-    crate::server::serve(listener, crate::server::router(state))
+    crate::server::serve(listener, crate::server::router(state), args.header_timeout)
         .await
         .map_err(CliError::io("serve HTTP"))
 }

@@ -1,14 +1,12 @@
 //! The HTTP server: upload API, read proxy, health and metrics on one listener.
 
 pub mod error;
+mod listen;
 pub mod metrics;
 pub mod state;
 
-use std::net::SocketAddr;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 
 use crate::storage::Storage;
@@ -61,62 +59,19 @@ async fn refuse_declared_oversize(
     }
 }
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then drains in-flight requests.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
-        no_delay(listener),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-}
-
-/// `listener`, with every accepted connection set to `TCP_NODELAY`: without it a streamed
-/// body's short segments wait for the client's ACK of the previous ones (Nagle), and the
-/// read proxy relays NARs in whatever chunks the bucket sends.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    listener.tap_io(set_no_delay)
-}
-
-fn set_no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
-}
+pub use listen::serve;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
-    use axum::serve::Listener;
 
     #[tokio::test]
     async fn accepted_connections_send_without_waiting_for_acks() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut listener = super::no_delay(listener);
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await;
+        let (accepted, _) = listener.accept().await.unwrap();
+        super::listen::set_no_delay(&accepted);
         assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
     }
 }
