@@ -1,7 +1,8 @@
 //! A migration Job's pod cannot change once made: a spec change that changes the pod while a
 //! migration waits (the usual fix for a pod that cannot be scheduled) gets a new Job instead
 //! of an apply the API server refuses on every reconcile, and the Job it supersedes is
-//! deleted (only that one: never a Job of another cache or one made by someone else).
+//! deleted (only that one: never a Job of another cache or one made by someone else). A
+//! failed migration is reported by one Warning, not one per reconcile.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -11,8 +12,8 @@ use larder_e2e::k8s::ControlPlane;
 use larder_operator::crd::BinaryCache;
 
 use crate::support::{
-    appears, condition, create, database_secret, eventually, finish_pods_of_job, get, install_crds,
-    migration_job, minimal_cache, yaml, Operator, WAIT,
+    appears, condition, create, database_secret, events_about, eventually, finish_pods_of_job, get,
+    install_crds, migration_job, minimal_cache, yaml, Operator, WAIT,
 };
 
 fn node_selector_of_job(job: &Job) -> Option<String> {
@@ -139,4 +140,83 @@ async fn a_superseded_migration_job_is_deleted_and_nothing_else() {
             "{name} was deleted"
         );
     }
+}
+
+/// Members of the `MigrationFailed` Events about `cache` (the recorder folds repeats into a
+/// series, so count its members).
+async fn migration_failed_events(client: &kube::Client, ns: &str, cache: &str) -> i32 {
+    events_about(client, ns, cache)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("MigrationFailed"))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_is_reported_once() {
+    let (client, ns) = ControlPlane::namespace("operator-migration-failed").await;
+    install_crds(&client).await;
+    let operator = Operator::start(&client, &ns);
+    database_secret(&client, &ns).await;
+    create(&client, &ns, &minimal_cache("main")).await;
+    let job = migration_job(&client, &ns, "main", None).await;
+
+    // Fail the Job the quick way: a deadline already past. The operator is away meanwhile,
+    // since its next apply would set the deadline back.
+    operator.kill();
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": 1}});
+    jobs.patch(&job, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("the Job fails", WAIT, async || {
+        let j: Job = get(&client, &ns, &job).await.ok_or("gone")?;
+        let conditions = j.status.and_then(|s| s.conditions).unwrap_or_default();
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True")
+            .then_some(())
+            .ok_or_else(|| format!("{conditions:?}"))
+    })
+    .await;
+
+    let operator = Operator::start(&client, &ns);
+    eventually("the cache reports the failure", WAIT, async || {
+        let c: BinaryCache = get(&client, &ns, "main").await.ok_or("gone")?;
+        match condition(&c, "Degraded") {
+            Some((_, reason, message)) if reason == "MigrationFailed" && message.contains(&job) => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eventually("one Warning", WAIT, async || {
+        let n = migration_failed_events(&client, &ns, "main").await;
+        (n == 1).then_some(()).ok_or_else(|| format!("{n}"))
+    })
+    .await;
+
+    // More reconciles of the same failure post nothing more.
+    let caches = Api::<BinaryCache>::namespaced(client.clone(), &ns);
+    for n in 0..3 {
+        // An annotation is no spec change, but it is an event that runs a reconcile; one at
+        // a time, since the controller folds requests queued together into one.
+        let reconciles = operator.reconciles("BinaryCache");
+        let poke = serde_json::json!({"metadata": {"annotations": {"e2e/poke": n.to_string()}}});
+        caches
+            .patch("main", &PatchParams::default(), &Patch::Merge(poke))
+            .await
+            .unwrap();
+        eventually("another reconcile", WAIT, async || {
+            let now = operator.reconciles("BinaryCache");
+            (now > reconciles)
+                .then_some(())
+                .ok_or_else(|| format!("{now} after {reconciles}"))
+        })
+        .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(migration_failed_events(&client, &ns, "main").await, 1);
 }

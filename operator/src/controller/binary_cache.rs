@@ -116,10 +116,28 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
+    if let Rollout::MigrationFailed {
+        target, message, ..
+    } = &rollout
+    {
+        // Once per failed Job, not at every resync: the status written below names the Job,
+        // so a stored status naming it means its Warning went out.
+        let reported = status::migration_failed_message(&job_name, target, message);
+        let note = Note {
+            type_: EventType::Warning,
+            reason: status::MIGRATION_FAILED.into(),
+            action: "Migrate",
+            note: format!("migration to {target} failed: {message}"),
+            related: Some(events::reference::<Job>(&namespace, &job_name)),
+        };
+        let published =
+            |c: &BinaryCache| status::reports_migration_failure(c.status.as_ref(), &reported);
+        events::publish_unless(&ctx, cache.as_ref(), published, note).await?;
+    }
     let outcome = Outcome::Applied {
         rollout: &rollout,
         workers,
-        migration_job: rollout.needs_migration_job().then(|| job_name.clone()),
+        migration_job: Some(job_name.clone()),
     };
     write_status(
         client,
@@ -128,15 +146,6 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
         facts(&valid, Some(&valid.database_checksum)),
     )
     .await?;
-    if let Rollout::MigrationFailed { message, .. } = &rollout {
-        notes.push(Note {
-            type_: EventType::Warning,
-            reason: "MigrationFailed".into(),
-            action: "Migrate",
-            note: format!("migration to {} failed: {message}", valid.image),
-            related: Some(events::reference::<Job>(&namespace, &job_name)),
-        });
-    }
     events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
     Ok(match rollout {
         Rollout::Migrating { .. } => Action::requeue(WAITING),
