@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::children as controller_children;
 use super::events::{self, Note};
-use super::{apply, Context, Error, MANAGER};
+use super::{apply, suspend, Context, Error, MANAGER};
 use crate::build::rollout::{self, MigrationFacts, Rollout};
 use crate::build::{children, deployment, migration_job, names, signing_key};
 use crate::crd::{BinaryCache, BinaryCacheStatus};
@@ -68,6 +68,12 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     };
 
     if cache.spec.suspend {
+        // Nothing is applied, but scheduled index builds stop (docs/operator.md).
+        let index = names::index_cronjob(valid.view.name);
+        let uid = cache.uid().unwrap_or_default();
+        if suspend::suspend_cronjob(client, &namespace, &index, &uid).await? {
+            notes.push(Note::suspended::<CronJob>(&namespace, &index));
+        }
         write_status(client, &cache, &Outcome::Suspended, facts(&valid, None)).await?;
         events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
         return Ok(Action::requeue(RESYNC));

@@ -60,6 +60,17 @@ impl Note {
         })
     }
 
+    /// A Normal Event for a CronJob set to start no more runs.
+    pub fn suspended<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
+        Note {
+            type_: EventType::Normal,
+            reason: "Suspended".to_string(),
+            action: "Suspend",
+            note: format!("Suspended {} {name}", C::kind(&())),
+            related: Some(reference::<C>(namespace, name)),
+        }
+    }
+
     /// A Normal Event for a child that was deleted.
     pub fn deleted<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
         Note {

@@ -11,6 +11,7 @@ mod context;
 mod events;
 pub mod gc_policy;
 mod run;
+mod suspend;
 
 pub use apply::MANAGER;
 pub use backoff::Backoff;

@@ -69,7 +69,9 @@ pub struct BinaryCacheSpec {
     /// The binary cache index CronJob.
     #[serde(default)]
     pub index: IndexSpec,
-    /// Stop changing the cache's children; workers keep serving as they are.
+    /// Stop changing the cache's children; workers keep serving as they are. Scheduled work
+    /// stops too: the index CronJob and the CronJobs of GCPolicies naming this cache are
+    /// suspended until it resumes; runs already started finish (docs/operator.md).
     #[serde(default)]
     pub suspend: bool,
 }

@@ -160,7 +160,8 @@ fn decide(outcome: &Outcome) -> Vec<Decided> {
                 READY,
                 false,
                 "Suspended",
-                "spec.suspend is set; children are left as they are",
+                "spec.suspend is set; children are left as they are, and scheduled index \
+                 builds and GC runs stop",
             ),
             Decided::new(PROGRESSING, false, "Suspended", "spec.suspend is set"),
             Decided::new(DEGRADED, false, "Suspended", "spec.suspend is set"),
