@@ -1,5 +1,6 @@
 //! Turning autoscaling on keeps the running worker count: the operator stops setting replicas
-//! without the API server resetting them to one.
+//! without the API server resetting them to one, and a cache that sets no resources may
+//! autoscale, since every pod requests CPU by default.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
 use larder_e2e::k8s::ControlPlane;
+use larder_operator::build::resources::DEFAULT_CPU_REQUEST;
 use larder_operator::crd::BinaryCache;
 
 use crate::support::{
@@ -37,7 +39,6 @@ async fn turning_autoscaling_on_keeps_the_worker_count() {
     // no reason to change the count either.
     let patch = serde_json::json!({"spec": {"workers": {
         "autoscaling": {"minReplicas": 2, "maxReplicas": 8},
-        "resources": {"requests": {"cpu": "100m"}},
     }}});
     Api::<BinaryCache>::namespaced(client.clone(), &ns)
         .patch("main", &PatchParams::default(), &Patch::Merge(patch))
@@ -59,4 +60,15 @@ async fn turning_autoscaling_on_keeps_the_worker_count() {
     // Give a reset (to one, then the autoscaler's minimum) time to show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(replicas(&client, &ns).await, Some(4));
+
+    // The spec sets no resources: the autoscaler aims at a share of the default request.
+    let workers: Deployment = get(&client, &ns, "main").await.unwrap();
+    let pod = workers.spec.unwrap().template.spec.unwrap();
+    let requests = pod.containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .requests
+        .unwrap();
+    assert_eq!(requests["cpu"].0, DEFAULT_CPU_REQUEST);
 }

@@ -295,6 +295,24 @@ async fn the_chart_rbac_is_all_the_controllers_need() {
     ready_reason(&admin, &ns, "web", "SecretNotFound").await;
     full_cache_secrets(&admin, &ns).await;
 
+    // A migration Job superseded by a pod change is deleted (Job delete).
+    let first = migration_job(&admin, &ns, "web", None).await;
+    let patch = serde_json::json!({"spec": {"workers": {"nodeSelector": {"pool": "db"}}}});
+    Api::<BinaryCache>::namespaced(admin.clone(), &ns)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    migration_job(&admin, &ns, "web", Some(&first)).await;
+    eventually(
+        "the superseded migration Job is deleted",
+        WAIT,
+        async || match get::<Job>(&admin, &ns, &first).await {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        },
+    )
+    .await;
+
     // Signing key made (Secret create), database migrated (Job applied, status patched),
     // then every child applied.
     let migrated = migrate(&admin, &ns, "web").await;

@@ -5,8 +5,8 @@
 //! Scenarios: CRDs install from `crds/`; a cache becomes its children and follows spec
 //! changes; invalid caches and missing Secrets are reported without a hot loop; the signing
 //! key is made once and shown; GC policies report their runs; deleting a cache collects its
-//! children; of two replicas only the leader writes; the Helm chart's objects are accepted and
-//! its RBAC is all the controllers need.
+//! children; a suspended cache stops its schedules; of two replicas only the leader writes;
+//! the Helm chart's objects are accepted and its RBAC is all the controllers need.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 mod cache_autoscaling;
@@ -16,6 +16,7 @@ mod cache_deletion;
 mod cache_invalid;
 mod cache_migration;
 mod cache_service;
+mod cache_suspend;
 mod cache_updates;
 mod chart;
 mod crds;

@@ -76,7 +76,8 @@ pub fn build(gc: &GcView) -> CronJob {
             time_zone: gc.spec.time_zone.clone(),
             // Runs are exclusive anyway (a database lock); two would only queue on it.
             concurrency_policy: Some("Forbid".into()),
-            suspend: Some(gc.spec.suspend),
+            // A suspended cache stops its collection too (docs/operator.md).
+            suspend: Some(gc.spec.suspend || gc.cache_spec.suspend),
             starting_deadline_seconds: Some(3_600),
             successful_jobs_history_limit: Some(3),
             failed_jobs_history_limit: Some(3),
@@ -145,6 +146,14 @@ mod tests {
         };
         let cj = build(&view);
         assert_eq!(cj.metadata.name.as_deref(), Some("nightly-gc"));
+        assert_eq!(cj.spec.as_ref().unwrap().suspend, Some(false));
+        let mut suspended = cache.spec.clone();
+        suspended.suspend = true;
+        let paused = build(&GcView {
+            cache_spec: &suspended,
+            ..view.clone()
+        });
+        assert_eq!(paused.spec.unwrap().suspend, Some(true));
         let spec = cj.spec.unwrap();
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
         let job = spec.job_template.spec.as_ref().unwrap();

@@ -34,7 +34,9 @@ pub fn build(cache: &CacheView, image: &str) -> Option<CronJob> {
             schedule: index.schedule.clone(),
             // A build overlapping the previous one would only redo its work.
             concurrency_policy: Some("Forbid".into()),
-            suspend: Some(cache.spec.suspend),
+            // Never built for a suspended cache: controller/suspend.rs suspends the CronJob
+            // without applying the rest, and resuming applies this again.
+            suspend: Some(false),
             successful_jobs_history_limit: Some(1),
             failed_jobs_history_limit: Some(3),
             job_template: JobTemplateSpec {

@@ -15,6 +15,7 @@ pub mod migration_job;
 pub mod names;
 pub mod pdb;
 pub mod pod;
+pub mod resources;
 pub mod rollout;
 pub mod service;
 pub mod service_account;

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 
-use super::names;
+use super::{names, resources};
 use crate::crd::BinaryCacheSpec;
 
 /// Where the signing key Secret is mounted.
@@ -89,7 +89,7 @@ pub fn spec(cache: &str, spec: &BinaryCacheSpec, image: &str, process: &Process)
             env: Some(secret_env(spec)),
             volume_mounts: Some(mounts),
             security_context: Some(hardened()),
-            resources: spec.workers.resources.clone(),
+            resources: Some(resources::with_defaults(spec.workers.resources.as_ref())),
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Container::default()
         }],
@@ -277,6 +277,20 @@ mod tests {
         let pod = spec("main", &cache.spec, "larder:1", &serve());
         let volumes: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
         assert_eq!(volumes, ["tmp", "signing-key", "tokens"]);
+    }
+
+    #[test]
+    fn pods_without_resources_request_the_defaults() {
+        let cache = fixtures::minimal();
+        assert_eq!(cache.spec.workers.resources, None);
+        let pod = spec("main", &cache.spec, "larder:1", &serve());
+        let requests = pod.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default();
+        assert_eq!(requests["cpu"].0, resources::DEFAULT_CPU_REQUEST);
+        assert_eq!(requests["memory"].0, resources::DEFAULT_MEMORY_REQUEST);
     }
 
     #[test]

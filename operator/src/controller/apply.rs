@@ -4,7 +4,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -93,7 +93,7 @@ pub fn may_apply_over(existing: &ObjectMeta, wanted: &ObjectMeta) -> Result<(), 
 }
 
 /// The owner reference marked as controller (the API server allows one at most).
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+pub(super) fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .iter()
         .flatten()
@@ -149,6 +149,49 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(e) => Err(Error::kube("delete", K::kind(&()), name, e)),
     }
+}
+
+/// Deletes the objects of kind `K` labelled `selector` that the owner with `owner_uid`
+/// controls, except `keep`; their dependents (a Job's pods) go in the background. Returns
+/// the names deleted. Objects with another controller or none are never touched, whatever
+/// their labels say.
+pub async fn delete_owned_except<K>(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    owner_uid: &str,
+    keep: &str,
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let found = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| Error::kube("list", K::kind(&()), selector, e))?;
+    let mut deleted = Vec::new();
+    for meta in found.items.iter().map(|o| &o.metadata) {
+        let name = meta.name.clone().unwrap_or_default();
+        let ours = controller_of(meta).is_some_and(|c| c.uid == owner_uid);
+        if name == keep || !ours || meta.deletion_timestamp.is_some() {
+            continue;
+        }
+        // The uid precondition: delete the object just looked at, not a namesake made since.
+        let params = DeleteParams::background().preconditions(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        });
+        match api.delete(&name, &params).await {
+            Ok(_) => deleted.push(name),
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+            Err(e) => return Err(Error::kube("delete", K::kind(&()), &name, e)),
+        }
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

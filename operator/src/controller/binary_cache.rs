@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::children as controller_children;
 use super::events::{self, Note};
-use super::{apply, Context, Error, MANAGER};
+use super::{apply, suspend, Context, Error, MANAGER};
 use crate::build::rollout::{self, MigrationFacts, Rollout};
 use crate::build::{children, deployment, migration_job, names, signing_key};
 use crate::crd::{BinaryCache, BinaryCacheStatus};
@@ -68,6 +68,12 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     };
 
     if cache.spec.suspend {
+        // Nothing is applied, but scheduled index builds stop (docs/operator.md).
+        let index = names::index_cronjob(valid.view.name);
+        let uid = cache.uid().unwrap_or_default();
+        if suspend::suspend_cronjob(client, &namespace, &index, &uid).await? {
+            notes.push(Note::suspended::<CronJob>(&namespace, &index));
+        }
         write_status(client, &cache, &Outcome::Suspended, facts(&valid, None)).await?;
         events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
         return Ok(Action::requeue(RESYNC));
@@ -116,10 +122,28 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
     notes.extend(applied_notes);
     let workers = applied.or(current).as_ref().map(Workers::of);
 
+    if let Rollout::MigrationFailed {
+        target, message, ..
+    } = &rollout
+    {
+        // Once per failed Job, not at every resync: the status written below names the Job,
+        // so a stored status naming it means its Warning went out.
+        let reported = status::migration_failed_message(&job_name, target, message);
+        let note = Note {
+            type_: EventType::Warning,
+            reason: status::MIGRATION_FAILED.into(),
+            action: "Migrate",
+            note: format!("migration to {target} failed: {message}"),
+            related: Some(events::reference::<Job>(&namespace, &job_name)),
+        };
+        let published =
+            |c: &BinaryCache| status::reports_migration_failure(c.status.as_ref(), &reported);
+        events::publish_unless(&ctx, cache.as_ref(), published, note).await?;
+    }
     let outcome = Outcome::Applied {
         rollout: &rollout,
         workers,
-        migration_job: rollout.needs_migration_job().then(|| job_name.clone()),
+        migration_job: Some(job_name.clone()),
     };
     write_status(
         client,
@@ -128,15 +152,6 @@ pub async fn reconcile(cache: Arc<BinaryCache>, ctx: Arc<Context>) -> Result<Act
         facts(&valid, Some(&valid.database_checksum)),
     )
     .await?;
-    if let Rollout::MigrationFailed { message, .. } = &rollout {
-        notes.push(Note {
-            type_: EventType::Warning,
-            reason: "MigrationFailed".into(),
-            action: "Migrate",
-            note: format!("migration to {} failed: {message}", valid.image),
-            related: Some(events::reference::<Job>(&namespace, &job_name)),
-        });
-    }
     events::publish_all(&ctx.recorder, cache.as_ref(), notes).await;
     Ok(match rollout {
         Rollout::Migrating { .. } => Action::requeue(WAITING),

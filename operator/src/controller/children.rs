@@ -9,7 +9,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::events::Note;
 use super::{apply, Error};
 use crate::build::children::CacheChildren;
-use crate::build::{deployment, names};
+use crate::build::{deployment, names, selector_labels, Component};
 
 /// Applies every wanted child and removes unwanted optional ones (only those `owner_uid`
 /// controls). Returns the Events to publish and the Deployment as stored, if wanted.
@@ -73,7 +73,7 @@ pub async fn apply_all(
     )?;
     let (sa, cm, svc, pdb, hpa, ingress) = first;
     let (job, (deployment_note, deployment), index) = second;
-    let notes = [
+    let mut notes: Vec<Note> = [
         sa.0,
         cm.0,
         svc.0,
@@ -87,7 +87,39 @@ pub async fn apply_all(
     .into_iter()
     .flatten()
     .collect();
+    if let Some(job) = &wanted.migration_job {
+        let superseded =
+            delete_superseded_migrations(client, namespace, cache, owner_uid, &job.name_any())
+                .await?;
+        notes.extend(superseded);
+    }
     Ok((notes, deployment))
+}
+
+/// Deletes the cache's migration Jobs other than `current`, with their pods. A Job whose
+/// image, database or pod changed is superseded by a new one (its pod template cannot
+/// change), and left alone it would run on to its deadline: its pod may be pending for a
+/// node or crash-looping, and it would migrate the database for an image no worker will
+/// run. Runs on every reconcile that wants a migration Job, so a deletion that failed is
+/// retried.
+async fn delete_superseded_migrations(
+    client: &Client,
+    namespace: &str,
+    cache: &str,
+    owner_uid: &str,
+    current: &str,
+) -> Result<Vec<Note>, Error> {
+    let selector = selector_labels(cache, Component::Migrate)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let deleted =
+        apply::delete_owned_except::<Job>(client, namespace, &selector, owner_uid, current).await?;
+    Ok(deleted
+        .iter()
+        .map(|name| Note::deleted::<Job>(namespace, name))
+        .collect())
 }
 
 /// Field manager that keeps the worker count while ownership passes to an autoscaler.

@@ -60,6 +60,17 @@ impl Note {
         })
     }
 
+    /// A Normal Event for a CronJob set to start no more runs.
+    pub fn suspended<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
+        Note {
+            type_: EventType::Normal,
+            reason: "Suspended".to_string(),
+            action: "Suspend",
+            note: format!("Suspended {} {name}", C::kind(&())),
+            related: Some(reference::<C>(namespace, name)),
+        }
+    }
+
     /// A Normal Event for a child that was deleted.
     pub fn deleted<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
         Note {
@@ -123,20 +134,41 @@ where
         + Debug
         + DeserializeOwned,
 {
+    let published = |latest: &K| {
+        conditions(latest).and_then(ready_reason)
+            == Some((reason.to_string(), obj.meta().generation))
+    };
+    let note = Note {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        action,
+        note,
+        related: None,
+    };
+    publish_unless(ctx, obj, published, note).await
+}
+
+/// Publishes `note` about `obj` unless `published` says the object's stored state (its
+/// status as the last reconcile wrote it) shows the Event went out already. The notes go
+/// through a fresh recorder, since the news is often only in the note.
+pub async fn publish_unless<K>(
+    ctx: &Context,
+    obj: &K,
+    published: impl Fn(&K) -> bool,
+    note: Note,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
     // Read from the API server, not the controller's cache: a reconcile queued while
     // the last one ran may get the object without the status that one just wrote, and
-    // would warn a second time.
+    // would publish a second time.
     let namespace = obj.namespace().ok_or(Error::Metadata("namespace"))?;
     let latest = get::<K>(&ctx.client, &namespace, &obj.name_any()).await?;
-    let was = conditions(latest.as_ref().unwrap_or(obj)).and_then(ready_reason);
-    if was != Some((reason.to_string(), obj.meta().generation)) {
-        let note = Note {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            action,
-            note,
-            related: None,
-        };
+    if !published(latest.as_ref().unwrap_or(obj)) {
         publish(&ctx.fresh_recorder(), obj, note).await;
     }
     Ok(())

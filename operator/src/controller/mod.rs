@@ -11,6 +11,7 @@ mod context;
 mod events;
 pub mod gc_policy;
 mod run;
+mod suspend;
 
 pub use apply::MANAGER;
 pub use backoff::Backoff;
@@ -72,18 +73,65 @@ impl Error {
     }
 
     /// The condition reason for an error that retrying alone will not cure (a conflict over a
-    /// child's name, a request the API server or an admission webhook refuses); `None` for
-    /// errors worth retrying quietly (connection trouble, 5xx, write conflicts, throttling).
+    /// child's name, a request the API server or an admission webhook refuses, a kind the
+    /// cluster does not serve); `None` for errors worth retrying quietly (connection trouble,
+    /// 5xx, write conflicts, throttling).
     pub fn lasting_reason(&self) -> Option<&'static str> {
         match self {
             Self::NotOwned { .. } => Some("ChildConflict"),
-            Self::Kube { source, .. } => match source.as_ref() {
+            Self::Kube { verb, source, .. } => match source.as_ref() {
                 kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
                     Some("ApplyFailed")
+                }
+                // An apply creates or patches by name, so a 404 means the API server lacks the
+                // resource itself: an API group or version this cluster does not serve (no
+                // autoscaling/v2 or networking.k8s.io/v1 Ingress, say). Only the cluster's
+                // admin or a spec without that child cures it.
+                kube::Error::Api(status) if status.code == 404 && *verb == "apply" => {
+                    Some("KindNotServed")
                 }
                 _ => None,
             },
             Self::Metadata(_) | Self::Random(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(verb: &'static str, code: u16) -> Error {
+        let status = kube::core::Status {
+            code,
+            message: "the server could not find the requested resource".into(),
+            reason: "NotFound".into(),
+            ..kube::core::Status::default()
+        };
+        Error::kube(
+            verb,
+            "HorizontalPodAutoscaler",
+            "main",
+            kube::Error::Api(status.boxed()),
+        )
+    }
+
+    #[test]
+    fn a_kind_the_cluster_does_not_serve_is_a_lasting_failure() {
+        assert_eq!(
+            api_error("apply", 404).lasting_reason(),
+            Some("KindNotServed")
+        );
+        // Elsewhere a 404 is an object gone meanwhile, which the next reconcile sees.
+        assert_eq!(
+            api_error("hand over replicas of", 404).lasting_reason(),
+            None
+        );
+        assert_eq!(
+            api_error("apply", 422).lasting_reason(),
+            Some("ApplyFailed")
+        );
+        assert_eq!(api_error("apply", 409).lasting_reason(), None);
+        assert_eq!(api_error("apply", 503).lasting_reason(), None);
     }
 }

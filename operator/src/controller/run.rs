@@ -10,14 +10,15 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta as Meta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{binary_cache, gc_policy, Context, Error};
-use crate::build::GC_POLICY_LABEL;
+use super::{binary_cache, gc_policy, Context, Error, MANAGER};
+use crate::build::{GC_POLICY_LABEL, MANAGED_BY_LABEL};
 use crate::crd::{BinaryCache, GCPolicy};
 use crate::validate::referenced_secrets;
 
@@ -46,30 +47,49 @@ where
     }
 }
 
+/// The watch of a kind the operator makes: only objects carrying the label every child
+/// carries. Owned kinds are common ones (ConfigMaps, Services, Deployments, Jobs); without
+/// it the operator would receive every such object in the cluster, and every change to one.
+fn children_only() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"))
+}
+
 /// Runs both controllers until a shutdown signal.
+///
+/// Every watch but the two main ones is metadata-only: what maps a change to a reconcile is
+/// names, labels and owner references, and a reconcile reads what it needs itself. kube's
+/// `owns` watches metadata by itself; the `watches` get `PartialObjectMeta` APIs. For
+/// Secrets this keeps the contents of every Secret in the namespaces watched (Helm
+/// releases, tokens, certificates) from streaming through the operator, which reads only
+/// those a cache names; users' Secrets carry no label of ours, so that watch cannot select
+/// on one.
 pub async fn run(ctx: Arc<Context>, options: Options) {
     let ns = options.namespace.as_deref();
     let client = &ctx.client;
     let wc = watcher::Config::default();
+    let ours = children_only();
 
     let caches = Controller::new(api::<BinaryCache>(client, ns), wc.clone());
     let cache_store = caches.store();
     let caches = caches
         .with_config(config())
-        .owns(api::<ServiceAccount>(client, ns), wc.clone())
-        .owns(api::<ConfigMap>(client, ns), wc.clone())
-        .owns(api::<Service>(client, ns), wc.clone())
-        .owns(api::<Deployment>(client, ns), wc.clone())
-        .owns(api::<PodDisruptionBudget>(client, ns), wc.clone())
-        .owns(api::<HorizontalPodAutoscaler>(client, ns), wc.clone())
-        .owns(api::<Ingress>(client, ns), wc.clone())
-        .owns(api::<CronJob>(client, ns), wc.clone())
-        .owns(api::<Job>(client, ns), wc.clone())
+        .owns(api::<ServiceAccount>(client, ns), ours.clone())
+        .owns(api::<ConfigMap>(client, ns), ours.clone())
+        .owns(api::<Service>(client, ns), ours.clone())
+        .owns(api::<Deployment>(client, ns), ours.clone())
+        .owns(api::<PodDisruptionBudget>(client, ns), ours.clone())
+        .owns(
+            api::<Meta<HorizontalPodAutoscaler>>(client, ns),
+            ours.clone(),
+        )
+        .owns(api::<Ingress>(client, ns), ours.clone())
+        .owns(api::<CronJob>(client, ns), ours.clone())
+        .owns(api::<Job>(client, ns), ours.clone())
         // A referenced Secret appearing or changing re-runs its caches (e.g. clears SecretNotFound).
         .watches(
-            api::<Secret>(client, ns),
+            api::<Meta<Secret>>(client, ns),
             wc.clone(),
-            move |secret: Secret| {
+            move |secret: Meta<Secret>| {
                 let namespace = secret.namespace();
                 let name = secret.name_any();
                 cache_store
@@ -95,12 +115,12 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
     let policy_store = policies.store();
     let policies = policies
         .with_config(config())
-        .owns(api::<CronJob>(client, ns), wc.clone())
+        .owns(api::<CronJob>(client, ns), ours)
         // Runs are Jobs of the CronJob (not owned by the policy): find the policy by label.
         .watches(
-            api::<Job>(client, ns),
+            api::<Meta<Job>>(client, ns),
             watcher::Config::default().labels(GC_POLICY_LABEL),
-            |job: Job| {
+            |job: Meta<Job>| {
                 let policy = job.labels().get(GC_POLICY_LABEL).cloned();
                 let namespace = job.namespace();
                 policy.map(|p| match namespace {
@@ -111,9 +131,9 @@ pub async fn run(ctx: Arc<Context>, options: Options) {
         )
         // A cache appearing or finishing its migration re-runs the policies that name it.
         .watches(
-            api::<BinaryCache>(client, ns),
+            api::<Meta<BinaryCache>>(client, ns),
             wc,
-            move |cache: BinaryCache| {
+            move |cache: Meta<BinaryCache>| {
                 let namespace = cache.namespace();
                 let name = cache.name_any();
                 policy_store

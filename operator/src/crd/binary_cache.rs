@@ -69,7 +69,9 @@ pub struct BinaryCacheSpec {
     /// The binary cache index CronJob.
     #[serde(default)]
     pub index: IndexSpec,
-    /// Stop changing the cache's children; workers keep serving as they are.
+    /// Stop changing the cache's children; workers keep serving as they are. Scheduled work
+    /// stops too: the index CronJob and the CronJobs of GCPolicies naming this cache are
+    /// suspended until it resumes; runs already started finish (docs/operator.md).
     #[serde(default)]
     pub suspend: bool,
 }
@@ -254,7 +256,9 @@ pub struct WorkersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image: Option<String>,
-    /// Compute resources of a worker.
+    /// Compute resources of a worker, and of the cache's migration, index and GC pods. CPU
+    /// and memory each get a default request (cpu 100m, memory 256Mi) unless set here as a
+    /// request or a limit; there are no default limits (docs/operator.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node selector of worker pods.
@@ -269,7 +273,8 @@ pub struct WorkersSpec {
     /// Extra annotations on worker pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
-    /// A HorizontalPodAutoscaler for the workers (needs `resources.requests.cpu`); none when absent.
+    /// A HorizontalPodAutoscaler for the workers, aiming at a share of their CPU request; none
+    /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
 }

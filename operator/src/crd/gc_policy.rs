@@ -65,7 +65,7 @@ pub struct GCPolicySpec {
     /// Report what would be deleted without deleting.
     #[serde(default)]
     pub dry_run: bool,
-    /// Stop scheduling runs; a running one finishes.
+    /// Stop scheduling runs; a running one finishes. Runs also stop while the cache is suspended.
     #[serde(default)]
     pub suspend: bool,
 }

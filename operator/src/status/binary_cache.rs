@@ -76,7 +76,7 @@ pub enum Outcome<'a> {
         rollout: &'a Rollout,
         /// The worker Deployment's progress, if it exists.
         workers: Option<Workers>,
-        /// Name of the migration Job, when one is due.
+        /// Name of the migration Job for the wanted image, while one runs or after it failed.
         migration_job: Option<String>,
     },
 }
@@ -124,6 +124,25 @@ pub fn compute(
     status
 }
 
+/// Reason of the conditions (and the Warning) of a failed migration.
+pub const MIGRATION_FAILED: &str = "MigrationFailed";
+
+/// The `Degraded` message of a failed migration: names the Job, so each failed Job has its
+/// own, which is what keeps its Warning to one per Job.
+pub fn migration_failed_message(job: &str, target: &str, message: &str) -> String {
+    format!("Job {job} for {target} failed: {message}")
+}
+
+/// Whether `status` already reports the failed migration whose `Degraded` message is
+/// `message` (see [`migration_failed_message`]).
+pub fn reports_migration_failure(status: Option<&BinaryCacheStatus>, message: &str) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.reason == MIGRATION_FAILED && c.message == message)
+    })
+}
+
 fn decide(outcome: &Outcome) -> Vec<Decided> {
     match outcome {
         Outcome::Invalid(err) => vec![
@@ -141,7 +160,8 @@ fn decide(outcome: &Outcome) -> Vec<Decided> {
                 READY,
                 false,
                 "Suspended",
-                "spec.suspend is set; children are left as they are",
+                "spec.suspend is set; children are left as they are, and scheduled index \
+                 builds and GC runs stop",
             ),
             Decided::new(PROGRESSING, false, "Suspended", "spec.suspend is set"),
             Decided::new(DEGRADED, false, "Suspended", "spec.suspend is set"),
@@ -189,14 +209,14 @@ fn applied(rollout: &Rollout, workers: Option<&Workers>, job: Option<&str>) -> V
             Decided::new(
                 PROGRESSING,
                 false,
-                "MigrationFailed",
+                MIGRATION_FAILED,
                 format!("migration to {target} failed"),
             ),
             Decided::new(
                 DEGRADED,
                 true,
-                "MigrationFailed",
-                format!("Job {job} for {target} failed: {message}"),
+                MIGRATION_FAILED,
+                migration_failed_message(job, target, message),
             ),
         ),
         Rollout::Migrating { target, .. } => (
@@ -354,12 +374,18 @@ mod tests {
         let outcome = Outcome::Applied {
             rollout: &rollout,
             workers: Some(workers),
-            migration_job: None,
+            migration_job: Some("main-migrate-abc".into()),
         };
         let s = compute(None, Some(1), &outcome, Facts::default(), &now());
         assert_eq!(is_true(&s.conditions, READY), Some(true));
         assert_eq!(reason(&s, DEGRADED), "MigrationFailed");
         assert_eq!(s.migrated_image, None);
+        // The failure of this Job is reported (its Warning went out), another Job's is not.
+        let this = migration_failed_message("main-migrate-abc", "larder:2", "BackoffLimitExceeded");
+        assert!(reports_migration_failure(Some(&s), &this));
+        let next = migration_failed_message("main-migrate-def", "larder:2", "BackoffLimitExceeded");
+        assert!(!reports_migration_failure(Some(&s), &next));
+        assert!(!reports_migration_failure(None, &this));
     }
 
     #[test]

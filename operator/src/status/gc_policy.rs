@@ -178,7 +178,7 @@ pub fn compute(
                     READY,
                     true,
                     "Suspended",
-                    "spec.suspend is set; no runs are scheduled",
+                    "spec.suspend is set on the policy or its cache; no runs are scheduled",
                 )
             } else {
                 Decided::new(READY, true, "Scheduled", format!("runs on {schedule:?}"))

@@ -299,14 +299,6 @@ fn check_fields(cache: &BinaryCache) -> Result<(), InvalidCache> {
             ));
         }
     }
-    if spec.workers.autoscaling.is_some() && !requests_cpu(&spec.workers) {
-        // The autoscaler targets CPU utilisation, a share of the request: without one it
-        // reports "missing request for cpu" and never scales.
-        return Err(field(
-            "workers.resources",
-            "autoscaling needs resources.requests.cpu: it aims at a share of the request",
-        ));
-    }
     if spec.workers.replicas < 0 {
         return Err(field("workers.replicas", "must not be negative"));
     }
@@ -314,14 +306,6 @@ fn check_fields(cache: &BinaryCache) -> Result<(), InvalidCache> {
         return Err(field("workers.image", "must not be empty"));
     }
     Ok(())
-}
-
-fn requests_cpu(workers: &crate::crd::WorkersSpec) -> bool {
-    workers
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .is_some_and(|r| r.contains_key("cpu"))
 }
 
 fn require<'s>(
@@ -513,25 +497,16 @@ mod tests {
     }
 
     #[test]
-    fn autoscaling_needs_a_cpu_request() {
+    fn autoscaling_without_resources_is_valid() {
+        // Every pod requests CPU by default (build::resources), so the autoscaler has a
+        // request to aim at: caches made before the default need no change.
         let found = secrets(&[("larder-db", &[("url", "postgres://db")])]);
         let mut cache = fixtures::full();
         cache.spec.storage.credentials = None;
         cache.spec.signing_key = fixtures::minimal().spec.signing_key;
         cache.spec.push_tokens = None;
         cache.spec.workers.resources = None;
-        let err = validate(&cache, &found, &defaults()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                InvalidCache::Field {
-                    field: "workers.resources",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        cache.spec.workers.autoscaling = None;
+        assert!(cache.spec.workers.autoscaling.is_some());
         validate(&cache, &found, &defaults()).unwrap();
     }
 
