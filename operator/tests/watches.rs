@@ -2,7 +2,10 @@
 //! label, and every watch but the two main ones metadata-only (so no Secret's contents).
 //!
 //! The operator runs against a stand-in API server that records each request and refuses
-//! it; every watcher's first list is enough to see how it asks.
+//! it; every watcher's first list is enough to see how it asks. A stand-in, not the real
+//! kube-apiserver, because what is asserted is the request itself: the real server's audit
+//! log records the query but not the `Accept` header that asks for metadata only. The
+//! e2e operator suite runs the same watches against the real API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test file: a panic is the failure report
 
 use std::collections::BTreeMap;
