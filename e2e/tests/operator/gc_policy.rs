@@ -237,6 +237,6 @@ async fn deleting_the_cache_removes_the_policys_cronjob() {
         }
     })
     .await;
-    let p: GCPolicy = get(&client, &ns, "nightly").await.unwrap();
-    assert_eq!(policy_ready(&p).as_deref(), Some("False/CacheNotFound"));
+    // The CronJob goes before the status says why: wait for the status too.
+    policy_becomes(&client, &ns, "nightly", "False/CacheNotFound").await;
 }
