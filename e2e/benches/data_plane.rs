@@ -848,6 +848,7 @@ fn bench_read() {
     let (mut lat_proxy, mut lat_direct) = (Vec::new(), Vec::new());
     let (mut tp_proxy, mut tp_direct) = (Vec::new(), Vec::new());
     let (mut cold_proxy, mut cold_direct) = (Vec::new(), Vec::new());
+    let (mut lat_head, mut head_cpu) = (Vec::new(), None);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // CPU of the worker and of Garage per phase: on 2 shared vCPUs latency and rate
     // depend on scheduling, CPU per request much less.
@@ -898,6 +899,15 @@ fn bench_read() {
         }
         let before = phases[1].after;
         phases.push(phase("100 MiB NAR", nar_runs + 1, true, before));
+        // HEADs reach the bucket as HEADs (a commit sends one per uploaded object).
+        let before = snapshot();
+        for _ in 0..gets {
+            let started = Instant::now();
+            let status = proxy_http.head(&nar_proxy).send().await.unwrap().status();
+            assert_eq!(status, 200, "HEAD {nar_proxy}");
+            lat_head.push(ms(started.elapsed()));
+        }
+        head_cpu = Some((before, snapshot()));
     });
     let (tpm, _) = stats(&tp_proxy);
     let (tdm, _) = stats(&tp_direct);
@@ -917,6 +927,15 @@ fn bench_read() {
         met(tpm / tdm >= 0.8)
     );
     cpu_rows(&phases);
+    if let Some((before, after)) = head_cpu {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / gets as f64;
+        println!(
+            "HEAD of the NAR through the proxy ({gets}): p50 {:.2} ms; CPU per HEAD: worker {:.0} µs, Garage {:.0} µs",
+            stats(&lat_head).0,
+            per(after.0 - before.0),
+            per(after.1 - before.1)
+        );
+    }
     println!("load: {}", load());
 }
 

@@ -65,7 +65,7 @@ async fn http_put(url: &str, headers: &[(String, String)], body: Vec<u8>) -> req
 
 #[tokio::test]
 async fn put_get_range_head_and_conditions() {
-    let (_bucket, s) = store("s3-basic", "").await;
+    let (bucket, s) = store("s3-basic", "").await;
     let options = PutOptions {
         content_type: Some("text/x-nix-narinfo".into()),
         content_encoding: Some("zstd".into()),
@@ -125,6 +125,13 @@ async fn put_get_range_head_and_conditions() {
     assert!(matches!(err, StorageError::NotModified { .. }), "{err:?}");
 
     assert_eq!(s.head("missing.narinfo").await.unwrap(), None);
+    // A refusal is an error, never "absent": a commit would report an upload missing.
+    let mut refused = config(&bucket, "");
+    refused.secret_access_key = Some("not-the-secret".into());
+    let refused = Storage::S3(S3Store::new(&refused).await.unwrap());
+    let err = refused.head("abc.narinfo").await.unwrap_err();
+    assert!(!err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("403"), "{err}");
     let err = s
         .get("missing.narinfo", None, &Conditions::default())
         .await

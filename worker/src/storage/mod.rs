@@ -18,6 +18,7 @@ mod s3_body;
 mod s3_config;
 mod s3_error;
 mod s3_get;
+mod s3_head;
 mod s3_http;
 mod s3_multipart;
 mod s3_presign;

@@ -18,7 +18,6 @@ use tokio::sync::OnceCell;
 use super::key::{normalize_prefix, validate_key, validate_prefix};
 use super::s3_body::{from_sdk, sdk_body};
 use super::s3_error::map_sdk_error;
-use super::s3_get;
 use super::s3_http::GetClient;
 use super::s3_presign::{QuickPresigner, PROBE_KEY};
 use super::{
@@ -26,6 +25,7 @@ use super::{
     ObjectMeta, PresignedRequest, PutBody, PutOptions, PutPresign, Result, S3Config, StorageError,
     DELETE_BATCH,
 };
+use super::{s3_get, s3_head};
 
 /// Objects in an S3 bucket, under an optional key prefix.
 #[derive(Debug, Clone)]
@@ -202,6 +202,9 @@ impl S3Store {
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         const OP: &str = "head";
         let full = self.full_key(OP, key)?;
+        if let Some((quick, http)) = self.quick_get().await {
+            return s3_head::head(http, quick, &full, key).await;
+        }
         let out = match self
             .client
             .head_object()

@@ -20,7 +20,7 @@ use super::{ByteRange, Conditions, GetObject, Result, StorageError};
 use crate::report::error_chain;
 
 /// Lifetime of the URLs signed for the worker's own GETs (used at once).
-const GET_URL_TTL: Duration = Duration::from_secs(300);
+pub(super) const GET_URL_TTL: Duration = Duration::from_secs(300);
 /// Most bytes of an error answer read to find its S3 error code.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
@@ -113,7 +113,7 @@ pub(crate) async fn get(
     })
 }
 
-fn text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+pub(super) fn text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -121,7 +121,11 @@ fn text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
 }
 
 /// The [`StorageError`] of a non-2xx answer, classified by status and S3 error code.
-async fn failure(op: &'static str, key: &str, response: Response<Incoming>) -> StorageError {
+pub(super) async fn failure(
+    op: &'static str,
+    key: &str,
+    response: Response<Incoming>,
+) -> StorageError {
     let status = response.status().as_u16();
     let wait = retry_after(
         response
