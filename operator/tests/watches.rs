@@ -60,6 +60,8 @@ async fn refuse(State(log): State<Log>, request: Request) -> (StatusCode, String
 /// Runs the controllers on namespace `nix` against the recording server until every kind
 /// they watch was asked for; returns the requests.
 async fn requests_of_the_controllers(plurals: &[&str]) -> Vec<Seen> {
+    // As main.rs does: a workspace build enables two rustls providers, so none is implied.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let log = Log::default();
     let app = Router::new().fallback(refuse).with_state(log.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
