@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use http_body_util::{BodyDataStream, Empty};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use super::range::ContentRange;
 use super::s3_error::{classify, error_of, retry_after};
@@ -20,7 +20,7 @@ use super::{ByteRange, Conditions, GetObject, Result, StorageError};
 use crate::report::error_chain;
 
 /// Lifetime of the URLs signed for the worker's own GETs (used at once).
-pub(super) const GET_URL_TTL: Duration = Duration::from_secs(300);
+const GET_URL_TTL: Duration = Duration::from_secs(300);
 /// Most bytes of an error answer read to find its S3 error code.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
@@ -36,20 +36,7 @@ pub(crate) async fn get(
     conditions: &Conditions,
 ) -> Result<GetObject> {
     const OP: &str = "get";
-    let url = quick
-        .presign(
-            "GET",
-            full_key,
-            &[("x-id", "GetObject")],
-            &[],
-            GET_URL_TTL,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(|e| StorageError::other(OP, key, e))?;
-    let uri = Uri::try_from(url).map_err(|e| StorageError::other(OP, key, e))?;
-    let mut request = Request::new(Empty::<Bytes>::new());
-    *request.uri_mut() = uri;
+    let mut request = presigned(quick, Method::GET, "GetObject", full_key, OP, key).await?;
     // Unsigned headers are allowed beside a presigned query (only x-amz-* must be signed).
     let headers = request.headers_mut();
     let mut set = |name: HeaderName, value: String| {
@@ -111,6 +98,34 @@ pub(crate) async fn get(
         ),
         ..object
     })
+}
+
+/// A bodiless `method` request for `full_key`, presigned for S3 operation `x_id`; `op` and
+/// `key` name it in errors.
+pub(super) async fn presigned(
+    quick: &QuickPresigner,
+    method: Method,
+    x_id: &str,
+    full_key: &str,
+    op: &'static str,
+    key: &str,
+) -> Result<Request<Empty<Bytes>>> {
+    let url = quick
+        .presign(
+            method.as_str(),
+            full_key,
+            &[("x-id", x_id)],
+            &[],
+            GET_URL_TTL,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(|e| StorageError::other(op, key, e))?;
+    let uri = Uri::try_from(url).map_err(|e| StorageError::other(op, key, e))?;
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    Ok(request)
 }
 
 pub(super) fn text(headers: &HeaderMap, name: HeaderName) -> Option<String> {

@@ -1,14 +1,10 @@
 //! HEADs without the SDK, like the read proxy's GETs ([`super::s3_get`]): a commit checks
 //! every uploaded object with one, and a HEAD through the proxy asks for one.
 
-use std::time::SystemTime;
-
-use bytes::Bytes;
-use http_body_util::Empty;
 use hyper::header;
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, StatusCode};
 
-use super::s3_get::{failure, text, GET_URL_TTL};
+use super::s3_get::{failure, presigned, text};
 use super::s3_http::GetClient;
 use super::s3_presign::QuickPresigner;
 use super::{ObjectMeta, Result, StorageError};
@@ -24,21 +20,7 @@ pub(crate) async fn head(
     key: &str,
 ) -> Result<Option<ObjectMeta>> {
     const OP: &str = "head";
-    let url = quick
-        .presign(
-            "HEAD",
-            full_key,
-            &[("x-id", "HeadObject")],
-            &[],
-            GET_URL_TTL,
-            SystemTime::now(),
-        )
-        .await
-        .map_err(|e| StorageError::other(OP, key, e))?;
-    let uri = Uri::try_from(url).map_err(|e| StorageError::other(OP, key, e))?;
-    let mut request = Request::new(Empty::<Bytes>::new());
-    *request.method_mut() = Method::HEAD;
-    *request.uri_mut() = uri;
+    let request = presigned(quick, Method::HEAD, "HeadObject", full_key, OP, key).await?;
     let response = http
         .send(request)
         .await
