@@ -35,7 +35,7 @@ pub async fn start(
     Query(query): Query<StartQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.authorize(&headers, Scope::Admin)?;
+    let token = state.authorize(&headers, Scope::Admin)?.to_owned();
     let older_than = query
         .older_than
         .ok_or_else(|| ApiError::BadRequest("missing older-than (e.g. older-than=720h)".into()))?;
@@ -63,6 +63,14 @@ pub async fn start(
     };
     match state.gc_tasks().start(params, rfc3339(now_ms())) {
         Start::New(task) => {
+            tracing::info!(
+                token = %token,
+                older_than = %humantime::format_duration(options.older_than),
+                failed_uploads_older_than =
+                    %humantime::format_duration(options.failed_uploads_older_than),
+                force,
+                "garbage collection started"
+            );
             let runner = state.clone();
             tokio::spawn(async move {
                 let result = crate::gc::run(runner.db(), runner.storage(), &options).await;

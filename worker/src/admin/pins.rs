@@ -71,7 +71,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers, Scope::Admin)?;
+    let token = state.authorize(&headers, Scope::Admin)?.to_owned();
     check_name(&name)?;
     let request: CreatePin = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
@@ -79,7 +79,10 @@ pub async fn create(
         .map_err(|e| ApiError::BadRequest(format!("invalid store path: {e}")))?;
     let key = format!("{}.narinfo", path.hash_part());
     match pins::create(state.db(), &name, &path.to_string(), &key, now_ms()).await? {
-        PinOutcome::Pinned => Ok(StatusCode::NO_CONTENT),
+        PinOutcome::Pinned => {
+            tracing::info!(token = %token, pin = %name, store_path = %path, "pinned");
+            Ok(StatusCode::NO_CONTENT)
+        }
         PinOutcome::NotPushed => Err(ApiError::NotFound(format!(
             "{path} is not in this cache: push it before pinning"
         ))),
@@ -98,9 +101,10 @@ pub async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers, Scope::Admin)?;
+    let token = state.authorize(&headers, Scope::Admin)?.to_owned();
     check_name(&name)?;
     if pins::delete(state.db(), &name).await? {
+        tracing::info!(token = %token, pin = %name, "unpinned");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no pin named {name}")))

@@ -22,6 +22,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text, or one JSON object per line for a log collector. Which lines:
+    /// `LARDER_LOG` (e.g. `info`, `debug`, `larder_worker=debug`).
+    #[arg(long, global = true, env = "LARDER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured at a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands; each one's help (examples included) is the doc of its arguments.
@@ -67,7 +80,7 @@ impl CliError {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(args, cli.log_format).await,
         Command::Push(args) => Ok(crate::push::args::run(args).await.map(drop)?),
         Command::Gc(args) => gc::run(args).await,
         Command::Fsck(args) => fsck::run(args).await,

@@ -88,7 +88,7 @@ pub struct ServeArgs {
 ///
 /// Everything the flags name is checked, and the port taken, before anything is
 /// created: a refused start leaves no data dir, database or generated key behind.
-pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+pub async fn run(args: ServeArgs, log_format: super::LogFormat) -> Result<(), CliError> {
     let public_url = args.public_url.clone().unwrap_or_else(|| {
         let addr = args.listen;
         let host = if addr.ip().is_unspecified() {
@@ -152,7 +152,13 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
             narinfo_cache_ttl: args.narinfo_cache_ttl,
         },
     );
-    print_welcome(&public_url, &keys, token_file.as_deref());
+    if log_format == super::LogFormat::Json {
+        // A log collector wants one event, not a banner for a person.
+        let public: Vec<String> = keys.iter().map(|k| k.public_key().to_string()).collect();
+        tracing::info!(url = %public_url, public_keys = %public.join(" "), "serving");
+    } else {
+        print_welcome(&public_url, &keys, token_file.as_deref());
+    }
     crate::server::serve(listener, crate::server::router(state), args.header_timeout)
         .await
         .map_err(CliError::io("serve HTTP"))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use crate::auth::{Scope, Tokens};
+use crate::auth::{Scope, TokenError, Tokens};
 use crate::db::Db;
 use crate::nix::SecretKey;
 use crate::read::narinfo_cache::NarinfoCache;
@@ -116,12 +116,24 @@ impl AppState {
         &self.inner.narinfos
     }
 
-    /// Checks the request's bearer token for `scope`.
-    pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+    /// Checks the request's bearer token for `scope`; returns the token's name, for logs.
+    pub fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<&str, ApiError> {
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        self.inner.tokens.authorize(header, scope)?;
-        Ok(())
+        match self.inner.tokens.authorize(header, scope) {
+            Ok(name) => Ok(name),
+            Err(e) => {
+                // Who was refused, by token name; the token itself is never logged.
+                match &e {
+                    TokenError::Forbidden { name, needed } => {
+                        tracing::warn!(token = %name, scope = %needed, "refused: token lacks the scope")
+                    }
+                    TokenError::Invalid => tracing::info!(scope = %scope, "refused: unknown token"),
+                    _ => tracing::debug!(scope = %scope, "refused: {e}"),
+                }
+                Err(e.into())
+            }
+        }
     }
 }

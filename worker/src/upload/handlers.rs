@@ -226,7 +226,7 @@ async fn complete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers, Scope::Push)?;
+    let token = state.authorize(&headers, Scope::Push)?.to_owned();
     let id = session_id(&id)?;
     let Some(objects) = pending::objects(state.db(), id).await? else {
         return completed_before(&state, id).await;
@@ -263,6 +263,13 @@ async fn complete(
     storage
         .abort_all(&committed.abandoned_uploads, STORAGE_CONCURRENCY)
         .await;
+    tracing::info!(
+        token = %token,
+        session = id,
+        objects = objects.len(),
+        uploaded = objects.iter().filter(|o| o.needs_upload).count(),
+        "push committed"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -296,10 +303,16 @@ async fn cleanup(
     Query(query): Query<CleanupQuery>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers, Scope::Admin)?;
+    let token = state.authorize(&headers, Scope::Admin)?.to_owned();
     let older_than = parse_duration(query.older_than.as_deref().unwrap_or("1h"))?;
     let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
-    let (_, uploads) = pending::delete_started_before(state.db(), cutoff, now_ms()).await?;
+    let (sessions, uploads) = pending::delete_started_before(state.db(), cutoff, now_ms()).await?;
+    tracing::info!(
+        token = %token,
+        older_than = %humantime::format_duration(older_than),
+        sessions,
+        "stale upload sessions deleted"
+    );
     // The sessions are gone whatever happens now: try every upload, not up to the first
     // that fails, which would leave the rest open with nothing left to find them by.
     let failed = state

@@ -35,7 +35,7 @@ pub async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PendingClosureResponse>, ApiError> {
-    state.authorize(&headers, Scope::Push)?;
+    let token = state.authorize(&headers, Scope::Push)?.to_owned();
     let clock = std::time::Instant::now();
     let request: PendingClosureRequest = json(&body)?;
     let objects = plan::closure_objects(&request)?;
@@ -109,11 +109,17 @@ pub async fn start(
             return Err(e);
         }
     };
+    tracing::info!(
+        token = %token,
+        session = started.id,
+        closure = %request.closure,
+        objects = objects.len(),
+        to_upload = started.needs_upload.len(),
+        "push started"
+    );
     // Where a big session's time goes, for whoever tunes a deployment.
     tracing::debug!(
-        id = started.id,
-        objects = objects.len(),
-        pending = started.needs_upload.len(),
+        session = started.id,
         parse_ms = parsed.as_millis(),
         decide_ms = (decided - parsed).as_millis(),
         record_and_presign_ms = (clock.elapsed() - decided).as_millis(),
