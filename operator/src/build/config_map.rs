@@ -22,6 +22,9 @@ pub fn data(cache: &CacheView) -> BTreeMap<String, String> {
     // `serve` listens on loopback unless told otherwise; the Service must reach it.
     set("LARDER_LISTEN", format!("0.0.0.0:{WORKER_PORT}"));
     set("LARDER_PUBLIC_URL", cache.url.clone());
+    // In a cluster a log collector reads the lines: one JSON object each, as the chart's
+    // default for the operator.
+    set("LARDER_LOG_FORMAT", "json".to_string());
     set("LARDER_PRIORITY", spec.priority.to_string());
     set(
         "LARDER_STORAGE",
@@ -136,6 +139,7 @@ mod tests {
             "AWS_REGION",
             "LARDER_DATA_DIR",
             "LARDER_LISTEN",
+            "LARDER_LOG_FORMAT",
             "LARDER_PRIORITY",
             "LARDER_PUBLIC_URL",
             "LARDER_READ_AUTH",
