@@ -296,7 +296,7 @@ pub async fn ready_reason(
     .await
 }
 
-/// Events about the object `name`, oldest first.
+/// Events about the BinaryCache or GCPolicy `name`, oldest first.
 pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
     let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
@@ -304,7 +304,17 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<E
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| {
+            // Only the operator's Events about its own resources: the cluster's controllers
+            // post Events about children that share the name (e.g. ClusterIPNotAllocated
+            // about a Service whose allocation its repair loop has not seen yet).
+            e.regarding.as_ref().is_some_and(|r| {
+                r.name.as_deref() == Some(name)
+                    && r.api_version
+                        .as_deref()
+                        .is_some_and(|v| v.starts_with("larder.dev/"))
+            })
+        })
         .collect();
     events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
     events
