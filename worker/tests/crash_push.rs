@@ -18,7 +18,7 @@ mod crash_support;
 use std::time::{Duration, Instant};
 
 use crash_support::{
-    check_served, fsck, leftovers, objects_dir, output_text, partial_objects, push, seed,
+    check_served, fsck, larder, leftovers, objects_dir, output_text, partial_objects, push, seed,
     spawn_push, substitute,
 };
 use larder_e2e::larder::{Backend, Worker};
@@ -152,6 +152,25 @@ fn scenario(test: &str, backend: Backend) {
             committed.push(closure.clone());
         }
         check_round(&worker, &committed, &format!("{context}, after retries"));
+    }
+    // What killed uploads left (temporary files, multipart folders on the directory
+    // backend; sessions) goes with the next collection past the failed-upload grace,
+    // and the collection keeps every committed closure.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = larder(&worker, "gc")
+        .args(["--older-than", "30d", "--failed-uploads-older-than", "1s"])
+        .args(["--grace", "0s", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "larder gc: {}", output_text(&out));
+    println!("{test}: gc {}", String::from_utf8_lossy(&out.stdout).trim());
+    check_round(&worker, &committed, &format!("seed {seed}, after gc"));
+    if let Some(dir) = objects_dir(&worker) {
+        let left = leftovers(&dir);
+        assert!(
+            left.is_empty(),
+            "seed {seed}: killed uploads left these behind after gc: {left:?}"
+        );
     }
     println!(
         "{test}: {rounds} rounds, {} kills, {:?}",
