@@ -156,8 +156,13 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; the timeout makes a
                         // second writer wait instead of failing with SQLITE_BUSY.
+                        // FULL syncs the WAL at every commit: a push told "committed"
+                        // survives a power loss too, not only a killed process (NORMAL
+                        // may drop the last commits). It costs one fsync per write
+                        // transaction, beside the several each uploaded object already
+                        // costs the directory backend (docs/benchmarks.md).
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
