@@ -277,11 +277,12 @@ fn scenario(test: &str, backend: Backend) {
     let startup = dry.saturating_sub(Duration::from_millis(
         report["duration_ms"].as_u64().unwrap(),
     ));
-    let window = |rng: &mut StdRng| {
-        startup / 2 + Duration::from_millis(rng.random_range(0..startup.as_millis() as u64 + 1500))
-    };
+    // Each kill in its own slice of 400 ms from half the start-up on, so that together
+    // they reach from before the mark to the sweep (a killed run starts over, and the
+    // sweep deletes in batches: a later kill finds work left unless a run finished).
     for kill in 0..CLI_KILLS {
-        let after = window(&mut rng);
+        let after =
+            startup / 2 + Duration::from_millis(400 * kill as u64 + rng.random_range(0..400));
         let mut child = gc_command(&worker, young).spawn().unwrap();
         std::thread::sleep(after);
         let finished = child.try_wait().unwrap().is_some();

@@ -9,12 +9,14 @@
 //! - a push that failed succeeds when run again;
 //! - (directory backend) no object file under its final key holds partial bytes.
 //!
-//! The moments come from a seed, printed; `LARDER_CRASH_SEED` replays one and
+//! The moments come from a seed, printed (a kill lands within the time a first round
+//! of pushes without a kill took); `LARDER_CRASH_SEED` replays one and
 //! `LARDER_CRASH_ROUNDS` changes the number of rounds (default 4).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
 mod crash_support;
 
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use crash_support::{
@@ -30,8 +32,6 @@ use rand::{RngExt, SeedableRng};
 const PUSHES: usize = 3;
 /// Size of the one big path per round: above the 10 MiB multipart threshold.
 const BIG: u64 = 11 * 1024 * 1024;
-/// The kill comes this long after the pushes start, at most.
-const KILL_WINDOW_MS: u64 = 3000;
 
 /// One closure to push: its paths (the root last).
 #[derive(Debug, Clone)]
@@ -89,27 +89,45 @@ fn scenario(test: &str, backend: Backend) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(4);
     let mut rng = StdRng::seed_from_u64(seed);
-    let closures = build(test, rounds);
+    // One more set than rounds: the first, pushed without a kill, times a round's
+    // pushes, so that the kills land while pushes run on this machine, fast or slow.
+    let mut closures = build(test, rounds + 1);
+    let calibration = closures.remove(0);
     let mut worker = Worker::start(test, backend, &[]);
-    let mut committed: Vec<Closure> = Vec::new();
+    let since = Instant::now();
+    let children = calibration
+        .iter()
+        .map(|c| spawn_push(&worker, &[c.root()], 1))
+        .collect();
+    let (outputs, ended) = wait_all(children, vec![None; PUSHES], since);
+    for out in &outputs {
+        assert!(out.status.success(), "push: {}", output_text(out));
+    }
+    let mut committed: Vec<Closure> = calibration;
+    let window = ended.into_iter().max().unwrap_or_default().as_millis() as u64 * 6 / 5;
+    println!("{test}: pushes take up to {window} ms with a fifth added: kills land in 0..that");
     let started = Instant::now();
     for (round, closures) in closures.iter().enumerate() {
-        let kill_after = Duration::from_millis(rng.random_range(0..KILL_WINDOW_MS));
+        let kill_after = Duration::from_millis(rng.random_range(0..window.max(100)));
         let down_for = Duration::from_millis(rng.random_range(0..800));
         let attempts: Vec<u32> = (0..PUSHES)
             .map(|_| if rng.random_bool(0.5) { 1 } else { 5 })
             .collect();
         let pushed_at = Instant::now();
-        let children: Vec<_> = closures
+        let mut children: Vec<_> = closures
             .iter()
             .zip(&attempts)
             .map(|(c, &a)| spawn_push(&worker, &[c.root()], a))
             .collect();
-        std::thread::sleep(kill_after);
+        let mut ended = vec![None; children.len()];
+        while pushed_at.elapsed() < kill_after {
+            note_ended(&mut children, &mut ended, pushed_at);
+            std::thread::sleep(Duration::from_millis(5));
+        }
         worker.kill();
         std::thread::sleep(down_for);
         worker.restart();
-        let (outputs, ended) = wait_all(children, pushed_at);
+        let (outputs, ended) = wait_all(children, ended, pushed_at);
         let ok: Vec<bool> = outputs.iter().map(|o| o.status.success()).collect();
         println!(
             "{test} round {round}: killed after {kill_after:?}, down {down_for:?}, \
@@ -179,18 +197,23 @@ fn scenario(test: &str, backend: Backend) {
     );
 }
 
+/// Records in `ended` when each push that has ended since the last look ended.
+fn note_ended(children: &mut [Child], ended: &mut [Option<Duration>], since: Instant) {
+    for (child, end) in children.iter_mut().zip(ended.iter_mut()) {
+        if end.is_none() && child.try_wait().unwrap().is_some() {
+            *end = Some(since.elapsed());
+        }
+    }
+}
+
 /// Waits for every push: their outputs, and when each ended after `since`.
 fn wait_all(
-    mut children: Vec<std::process::Child>,
+    mut children: Vec<Child>,
+    mut ended: Vec<Option<Duration>>,
     since: Instant,
-) -> (Vec<std::process::Output>, Vec<Duration>) {
-    let mut ended = vec![None; children.len()];
+) -> (Vec<Output>, Vec<Duration>) {
     while ended.iter().any(Option::is_none) {
-        for (child, end) in children.iter_mut().zip(ended.iter_mut()) {
-            if end.is_none() && child.try_wait().unwrap().is_some() {
-                *end = Some(since.elapsed());
-            }
-        }
+        note_ended(&mut children, &mut ended, since);
         std::thread::sleep(Duration::from_millis(20));
     }
     let outputs = children
