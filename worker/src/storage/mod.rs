@@ -9,6 +9,7 @@ pub mod dir;
 mod dir_leftovers;
 mod dir_meta;
 mod dir_multipart;
+mod dir_secret;
 pub mod dir_upload;
 mod error;
 mod key;
