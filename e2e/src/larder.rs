@@ -1,6 +1,6 @@
 //! A real `larder serve` process, on the embedded default or on PostgreSQL and Garage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -36,7 +36,12 @@ pub struct Worker {
     pub public_key: String,
     /// What it stores into.
     pub backend: Backend,
-    service: Service,
+    port: u16,
+    extra: Vec<String>,
+    /// How many times it was started (names each life's log).
+    lives: u32,
+    /// The running process; `None` between [`Worker::kill`] and [`Worker::restart`].
+    service: Option<Service>,
 }
 
 /// The `larder` binary: `LARDER_BIN`, or the workspace's debug build.
@@ -64,7 +69,13 @@ impl Worker {
 
     /// The worker's process id (to read its CPU time from /proc).
     pub fn pid(&self) -> u32 {
-        self.service.pid()
+        self.running().pid()
+    }
+
+    fn running(&self) -> &Service {
+        self.service
+            .as_ref()
+            .expect("the worker is running (it was killed and not restarted)")
     }
 
     /// The flags that give a `larder` subcommand (gc, fsck, index …) this worker's
@@ -81,50 +92,20 @@ impl Worker {
     pub fn start(test: &str, backend: Backend, extra: &[&str]) -> Worker {
         let data_dir = temp_dir(&format!("worker-{}", unique_name(test)));
         let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(larder_bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra)
-            .env("LARDER_LOG", "info,larder_worker=debug");
-        for var in ["LARDER_DATABASE_URL", "LARDER_STORAGE", "LARDER_TOKEN_FILE"] {
-            cmd.env_remove(var);
-        }
         let token = match &backend {
             Backend::Embedded => None,
-            Backend::Postgres { database, bucket } => {
+            Backend::Postgres { .. } => {
                 let token = format!("test-token-{}", unique_name(test));
-                let file = data_dir.join("tokens");
                 std::fs::write(
-                    &file,
+                    data_dir.join("tokens"),
                     format!("{token} push,admin,read test\nreader-{token} read reader\n"),
                 )
                 .expect("write tokens");
-                cmd.arg("--database")
-                    .arg(database)
-                    .arg("--migrate")
-                    .arg("--token-file")
-                    .arg(&file)
-                    .args(bucket.larder_args());
                 Some(token)
             }
         };
-        let mut service = Service::start("larder serve", cmd, &data_dir.join("serve.log"));
-        let health = format!("127.0.0.1:{port}");
-        service.wait_until("GET /health answers", Duration::from_secs(60), || {
-            use std::io::{Read, Write};
-            std::net::TcpStream::connect(&health)
-                .and_then(|mut s| {
-                    s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
-                    let mut answer = String::new();
-                    s.read_to_string(&mut answer)?;
-                    Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
-                })
-                .unwrap_or(false)
-        });
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let service = launch(&data_dir, port, &backend, &extra, "serve.log");
         let read_token = token
             .as_ref()
             .map(|t| format!("reader-{t}"))
@@ -138,14 +119,40 @@ impl Worker {
         let secret = std::fs::read_to_string(data_dir.join("signing-key")).expect("signing key");
         let public_key = public_key_of(secret.trim());
         Worker {
-            url,
+            url: format!("http://127.0.0.1:{port}"),
             data_dir,
             token,
             read_token,
             public_key,
             backend,
-            service,
+            port,
+            extra,
+            lives: 1,
+            service: Some(service),
         }
+    }
+
+    /// Kills the worker with SIGKILL, as a crash or an OOM kill would: no handler runs,
+    /// nothing is flushed. Waits until the process is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.kill();
+        }
+    }
+
+    /// Starts the worker again on the same data dir, database, storage and port (after
+    /// [`Worker::kill`]; kills a running one first). Each life logs to its own file.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = format!("serve-{}.log", self.lives);
+        self.lives += 1;
+        self.service = Some(launch(
+            &self.data_dir,
+            self.port,
+            &self.backend,
+            &self.extra,
+            &log,
+        ));
     }
 
     /// `POST /api/pending_closures` with `request` and the push token: the worker's
@@ -170,8 +177,50 @@ impl Worker {
 
     /// The worker's log so far (for assertion messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.service.log()).unwrap_or_default()
+        let Some(service) = &self.service else {
+            return String::new();
+        };
+        std::fs::read_to_string(service.log()).unwrap_or_default()
     }
+}
+
+/// Runs `larder serve` on `data_dir` and `port` for `backend`, logging to `log` in the
+/// data dir, and waits until it answers `/health`. The PostgreSQL backend reads its
+/// tokens from `tokens` in the data dir.
+fn launch(data_dir: &Path, port: u16, backend: &Backend, extra: &[String], log: &str) -> Service {
+    let mut cmd = Command::new(larder_bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("LARDER_LOG", "info,larder_worker=debug");
+    for var in ["LARDER_DATABASE_URL", "LARDER_STORAGE", "LARDER_TOKEN_FILE"] {
+        cmd.env_remove(var);
+    }
+    if let Backend::Postgres { database, bucket } = backend {
+        cmd.arg("--database")
+            .arg(database)
+            .arg("--migrate")
+            .arg("--token-file")
+            .arg(data_dir.join("tokens"))
+            .args(bucket.larder_args());
+    }
+    let mut service = Service::start("larder serve", cmd, &data_dir.join(log));
+    let health = format!("127.0.0.1:{port}");
+    service.wait_until("GET /health answers", Duration::from_secs(60), || {
+        use std::io::{Read, Write};
+        std::net::TcpStream::connect(&health)
+            .and_then(|mut s| {
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n")?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer)?;
+                Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false)
+    });
+    service
 }
 
 /// The public key of a Nix secret key, via the real `nix key convert-secret-to-public`.

@@ -40,6 +40,12 @@ impl Service {
         self.child.id()
     }
 
+    /// Kills the server with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's log file.
     pub fn log(&self) -> &Path {
         &self.log

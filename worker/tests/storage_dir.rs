@@ -526,6 +526,28 @@ async fn upload_urls_survive_a_restart_of_the_store() {
     assert!(matches!(err, StorageError::Forbidden { .. }), "{err:?}");
 }
 
+/// A store killed between creating its upload secret and writing it (on first start)
+/// opens again: the empty file holds no secret anyone could have signed with, so a new
+/// one replaces it, and the store leaves no temporary file behind.
+#[tokio::test]
+async fn an_empty_upload_secret_left_by_a_killed_first_start_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("objects");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join(".upload-secret"), "").unwrap();
+    let store = DirStore::open(&root, "http://127.0.0.1:1").await.unwrap();
+    let secret = std::fs::read_to_string(root.join(".upload-secret")).unwrap();
+    assert_eq!(secret.trim().len(), 64, "{secret:?}");
+    assert_eq!(files_under(&root), [".upload-secret"]);
+    let req = store
+        .presign_put("a.narinfo", Duration::from_secs(60), &PutPresign::default())
+        .await
+        .unwrap();
+    let params = serde_urlencoded_like(req.url.split_once('?').unwrap().1);
+    let again = DirStore::open(&root, "http://127.0.0.1:1").await.unwrap();
+    again.verify_upload_url("a.narinfo", &params).unwrap();
+}
+
 /// Parses the flat query of an upload URL (numbers and hex only).
 fn serde_urlencoded_like(query: &str) -> larder_worker::storage::presign::UploadParams {
     let map: serde_json::Map<String, serde_json::Value> = query

@@ -206,23 +206,55 @@ fn read_signing_key(path: &Path) -> Result<SecretKey, CliError> {
     SecretKey::parse(&text).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
 }
 
-/// Writes a file readable by its owner only, refusing to replace an existing one.
+/// Writes a file readable by its owner only, refusing to replace an existing one. The
+/// file appears whole or not at all (a temporary file, synced, then linked to its name),
+/// so a start killed midway leaves no empty key or token behind.
 fn write_private(path: &Path, contents: &str) -> Result<(), CliError> {
-    let mut file = std::fs::OpenOptions::new()
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = path.with_file_name(format!(".tmp-{}-{nanos}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(CliError::io(format!("create {}", path.display())))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(CliError::io(format!("write {}", path.display())))
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })
+        // A link, unlike a rename, never replaces an existing file.
+        .and_then(|()| std::fs::hard_link(&temp, path))
+        .and_then(|()| match path.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        });
+    let _ = std::fs::remove_file(&temp);
+    written.map_err(CliError::io(format!("create {}", path.display())))
+}
+
+/// Whether a generated file must be made: it is absent, or empty, which only a start
+/// killed between creating and writing it could leave (before `write_private` wrote
+/// through a temporary file), and which holds nothing anyone used. An empty one is
+/// removed.
+fn needs_generating(path: &Path) -> Result<bool, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            std::fs::remove_file(path)
+                .map_err(CliError::io(format!("remove {}", path.display())))?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        // Unreadable: the reader below says why.
+        Err(_) => Ok(false),
+    }
 }
 
 /// `signing-key` in the data dir, generated on first start.
 fn default_signing_key(data_dir: &Path) -> Result<Vec<SecretKey>, CliError> {
     let path = data_dir.join("signing-key");
-    if !path.exists() {
+    if needs_generating(&path)? {
         let key = super::keygen::generate("larder-local-1")?;
         write_private(&path, &format!("{}\n", key.to_nix_string()))?;
     }
@@ -240,7 +272,7 @@ fn read_tokens(path: &Path) -> Result<Tokens, CliError> {
 /// its file.
 fn default_token(data_dir: &Path) -> Result<(Tokens, Option<PathBuf>), CliError> {
     let path = data_dir.join("push-token");
-    if !path.exists() {
+    if needs_generating(&path)? {
         let mut bytes = [0u8; 24];
         getrandom::fill(&mut bytes)
             .map_err(|e| CliError::Message(format!("no system randomness: {e}")))?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::db::Db;
+use crate::db::{sqlite_file, Db};
 use crate::storage::{DirStore, S3Config, S3Store, Storage};
 
 use super::CliError;
@@ -153,32 +153,6 @@ impl StoreArgs {
             (Some(s3), _) => Ok(Storage::S3(S3Store::new(&s3).await?)),
             (None, Some(dir)) => Ok(Storage::Dir(DirStore::open(dir, public_url).await?)),
             (None, None) => Err(CliError::Message("no storage configured".into())),
-        }
-    }
-}
-
-/// The file of a `sqlite://path` or `sqlite:path` URL (options after `?` dropped).
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_urls_name_their_file() {
-        for (url, file) in [
-            ("sqlite:///var/lib/larder.db", Some("/var/lib/larder.db")),
-            ("sqlite://larder.db?mode=rw", Some("larder.db")),
-            ("sqlite:x.db", Some("x.db")),
-            ("sqlite::memory:", None),
-            ("postgres://db/larder", None),
-        ] {
-            assert_eq!(sqlite_file(url), file.map(PathBuf::from), "{url}");
         }
     }
 }

@@ -64,6 +64,12 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot take the {name} lock file beside the database: {source}")]
+    Lock {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How long a connection is waited for (a database starting beside the worker is
@@ -106,6 +112,8 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite database file (`None` on PostgreSQL and for in-memory databases).
+    file: Option<std::sync::Arc<std::path::PathBuf>>,
 }
 
 impl Db {
@@ -148,8 +156,13 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; the timeout makes a
                         // second writer wait instead of failing with SQLITE_BUSY.
+                        // FULL syncs the WAL at every commit: a push told "committed"
+                        // survives a power loss too, not only a killed process (NORMAL
+                        // may drop the last commits). It costs one fsync per write
+                        // transaction, beside the several each uploaded object already
+                        // costs the directory backend (docs/benchmarks.md).
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
@@ -171,7 +184,20 @@ impl Db {
             }
             Err(e) => return Err(DbError::Connect(e)),
         };
-        Ok(Db { pool, backend })
+        let file = match backend {
+            Backend::Sqlite => sqlite_file(&url).map(std::sync::Arc::new),
+            Backend::Postgres => None,
+        };
+        Ok(Db {
+            pool,
+            backend,
+            file,
+        })
+    }
+
+    /// The SQLite database file, if there is one.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref().map(std::path::PathBuf::as_path)
     }
 
     /// The pool, for queries.
@@ -255,6 +281,15 @@ pub(crate) fn trusted_sql(text: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(text)
 }
 
+/// The file of a `sqlite://path` or `sqlite:path` URL (options after `?` dropped);
+/// `None` for other URLs and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
 /// Current time as Unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -279,5 +314,24 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        for (url, file) in [
+            ("sqlite:///var/lib/larder.db", Some("/var/lib/larder.db")),
+            ("sqlite://larder.db?mode=rw", Some("larder.db")),
+            ("sqlite:x.db", Some("x.db")),
+            ("sqlite::memory:", None),
+            ("postgres://db/larder", None),
+        ] {
+            assert_eq!(sqlite_file(url), file.map(PathBuf::from), "{url}");
+        }
     }
 }

@@ -84,12 +84,7 @@ pub(crate) async fn begin_push(db: &Db) -> Result<(Transaction<'static, Any>, i6
             .await
             .context("take the shared GC lock")?;
     } else {
-        // The first write takes SQLite's write lock, so nothing below can interleave
-        // with another writer (deferred transactions would risk SQLITE_BUSY later).
-        sqlx::query("UPDATE meta SET value = value WHERE name = 'gc_epoch'")
-            .execute(&mut *tx)
-            .await
-            .context("take the SQLite write lock")?;
+        sqlite_write_lock(&mut tx).await?;
     }
     let epoch: i64 = sqlx::query("SELECT value FROM meta WHERE name = 'gc_epoch'")
         .fetch_one(&mut *tx)
@@ -97,6 +92,18 @@ pub(crate) async fn begin_push(db: &Db) -> Result<(Transaction<'static, Any>, i6
         .and_then(|row| row.try_get(0))
         .context("read the GC epoch")?;
     Ok((tx, epoch))
+}
+
+/// Takes SQLite's write lock with a first statement that writes, so nothing after it
+/// can interleave with another writer: a deferred transaction that reads first fails
+/// at its first write, without waiting, once another commit moved past its snapshot
+/// (SQLITE_BUSY_SNAPSHOT). The busy timeout makes this statement wait its turn instead.
+pub(crate) async fn sqlite_write_lock(tx: &mut Transaction<'static, Any>) -> Result<(), DbError> {
+    sqlx::query("UPDATE meta SET value = value WHERE name = 'gc_epoch'")
+        .execute(&mut **tx)
+        .await
+        .context("take the SQLite write lock")?;
+    Ok(())
 }
 
 /// `$first, $first+1, …` for `n` parameters.
@@ -338,6 +345,8 @@ pub async fn delete_started_before(
             .fetch_all(&mut *tx)
             .await
             .context("lock stale sessions")?;
+    } else {
+        sqlite_write_lock(&mut tx).await?;
     }
     let uploads = sqlx::query(
         "SELECT m.key, m.upload_id FROM multipart_uploads m \
@@ -383,6 +392,44 @@ pub async fn delete_started_before(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stale-session cleanup of a GC run never fails beside pushes on SQLite with
+    /// "database is locked" (SQLITE_BUSY_SNAPSHOT: a transaction that read first cannot
+    /// become a writer once a push committed past its snapshot).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[allow(clippy::unwrap_used)] // test code
+    async fn stale_session_cleanup_beside_pushes_on_sqlite_never_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("larder.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        let pushes: Vec<_> = (0..4)
+            .map(|p| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let key = format!("{p:02}{i:02}{}.narinfo", "0".repeat(28));
+                        let object = ClosureObject {
+                            key: key.clone(),
+                            kind: 0,
+                            refs: Vec::new(),
+                            nar_size: None,
+                            file_size: None,
+                            file_hash: None,
+                        };
+                        start(&db, &key, &[object], 1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..40 {
+            let cleaned = delete_started_before(&db, 0, 2).await;
+            assert!(cleaned.is_ok(), "{cleaned:?}");
+        }
+        for push in pushes {
+            push.await.unwrap();
+        }
+    }
 
     #[test]
     fn references_that_do_not_parse_are_refused_not_emptied() {

@@ -4,7 +4,7 @@ pub mod fsck;
 pub mod lock;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -59,6 +59,9 @@ pub struct GcSummary {
     /// Multipart uploads of abandoned sessions the bucket refused to abort (left to its
     /// lifecycle rule).
     pub uploads_not_aborted: u64,
+    /// Temporary files and multipart folders of killed uploads removed (local
+    /// directory only).
+    pub upload_leftovers_removed: u64,
     /// Wall time of the run in milliseconds.
     pub duration_ms: u64,
     /// Of which the first half: stale sessions, root expiry and the mark.
@@ -153,6 +156,9 @@ pub async fn mark_phase(
         // unknown upload succeeds.)
         summary.uploads_not_aborted =
             storage.abort_all(&uploads, ABORT_CONCURRENCY).await.len() as u64;
+        // After the sessions: a leftover of one still open is younger than the cutoff.
+        let cutoff = UNIX_EPOCH + Duration::from_millis(u64::try_from(cutoff).unwrap_or(0));
+        summary.upload_leftovers_removed = storage.remove_stale_uploads(cutoff).await?;
     }
     let root_cutoff = now - ms(options.older_than);
     summary.roots_expired = db::gc::expire_roots(db, root_cutoff, options.dry_run).await?;

@@ -15,9 +15,8 @@ use futures::stream::{self, BoxStream, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::dir_meta::{
-    etag_of, random_hex, read_sidecar, sidecar_path, write_sidecar, write_temp, Sidecar,
-};
+use super::dir_meta::{etag_of, read_sidecar, sidecar_path, write_sidecar, write_temp, Sidecar};
+use super::dir_secret::load_or_create_secret;
 use super::error::io_error;
 use super::key::{validate_key, validate_prefix};
 use super::presign::{upload_url, UploadParams, UrlSigner};
@@ -315,43 +314,6 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-async fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => {
-            if let Ok(secret) = hex::decode(text.trim()) {
-                if secret.len() >= 32 {
-                    return Ok(secret);
-                }
-            }
-            Err(std::io::Error::other(format!(
-                "{} is not a hex secret",
-                path.display()
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = random_hex(32);
-            let mut options = tokio::fs::OpenOptions::new();
-            options.write(true).create_new(true).mode(0o600);
-            match options.open(path).await {
-                Ok(mut file) => {
-                    use tokio::io::AsyncWriteExt;
-                    file.write_all(secret.as_bytes()).await?;
-                    file.sync_all().await?;
-                    hex::decode(&secret).map_err(std::io::Error::other)
-                }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let text = tokio::fs::read_to_string(path).await?;
-                    hex::decode(text.trim()).map_err(std::io::Error::other)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// State of a directory walk for `list`.

@@ -87,7 +87,9 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
-            // Best effort: a leftover hidden temp file is invisible and harmless.
+            // Best effort: a leftover hidden temp file is invisible, and the collector
+            // removes it once it is old (dir_leftovers.rs), as it does those of
+            // processes killed before any destructor could run.
             let _ = std::fs::remove_file(path);
         }
     }
@@ -108,9 +110,12 @@ pub(crate) struct Written {
     pub sha256: [u8; 32],
 }
 
+/// How the names of temporary files start.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
 /// A fresh random name for a hidden temporary file.
 pub(crate) fn temp_name() -> String {
-    format!(".tmp-{}", random_hex(12))
+    format!("{TEMP_PREFIX}{}", random_hex(12))
 }
 
 /// `n` random bytes as lower-case hex.

@@ -19,7 +19,7 @@ use super::presign::UploadParams;
 use super::{check_part_number, ByteStream, CompletedPart, Result, StorageError};
 
 /// Folder of open multipart uploads, under the root.
-const MULTIPART_DIR: &str = ".multipart";
+pub(crate) const MULTIPART_DIR: &str = ".multipart";
 
 /// File in an upload's folder naming the key it uploads.
 const KEY_FILE: &str = "key";

@@ -6,8 +6,10 @@
 
 mod conditions;
 pub mod dir;
+mod dir_leftovers;
 mod dir_meta;
 mod dir_multipart;
+mod dir_secret;
 pub mod dir_upload;
 mod error;
 mod key;
@@ -168,6 +170,16 @@ impl Storage {
             .collect()
             .await;
         results.into_iter().flatten().collect()
+    }
+
+    /// Removes what killed uploads left behind before `cutoff` (temporary files and
+    /// multipart folders of the local directory); returns how many went. S3 has none
+    /// to remove: its incomplete multipart uploads are the bucket lifecycle rule's.
+    pub async fn remove_stale_uploads(&self, cutoff: std::time::SystemTime) -> Result<u64> {
+        match self {
+            Storage::S3(_) => Ok(0),
+            Storage::Dir(s) => s.remove_stale_uploads(cutoff).await,
+        }
     }
 
     /// A URL through which anyone may GET `key` until `expires` has passed, when the
