@@ -175,6 +175,55 @@ impl Worker {
         serde_json::from_str(&body).expect("a started session's answer is JSON")
     }
 
+    /// `nix copy --from` this worker into a fresh store, signatures required; returns
+    /// the store's folder.
+    pub fn substitute<S: AsRef<std::ffi::OsStr>>(&self, test: &str, paths: &[S]) -> PathBuf {
+        let nix = crate::nix::Nix::shared();
+        let store = nix.fresh_store(test);
+        crate::process::run(
+            "nix copy --from the worker",
+            nix.command("nix")
+                .args(["copy", "--from", &self.url, "--to"])
+                .arg(&store)
+                .args(["--option", "trusted-public-keys", &self.public_key])
+                .args(["--option", "require-sigs", "true"])
+                .args(paths),
+        );
+        store
+    }
+
+    /// [`Worker::substitute`], then asserts each copy's NAR is the original's, byte for byte.
+    pub fn substitute_and_compare(&self, test: &str, paths: &[String]) {
+        let nix = crate::nix::Nix::shared();
+        let store = self.substitute(test, paths);
+        let store_url = store.to_str().expect("a UTF-8 temporary folder");
+        for path in paths {
+            let original = crate::process::run(
+                "nix-store --dump",
+                nix.command("nix-store").args(["--dump", path]),
+            );
+            let copied = crate::process::run(
+                "nix store dump-path",
+                nix.command("nix")
+                    .args(["store", "dump-path", "--store", store_url, path]),
+            );
+            assert!(original == copied, "{path} differs after substitution");
+        }
+    }
+
+    /// `GET /api/gc/status` with the admin token: the current or last API GC task.
+    pub async fn gc_status(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/api/gc/status", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("send GET /api/gc/status")
+            .json()
+            .await
+            .expect("GET /api/gc/status answers JSON")
+    }
+
     /// The worker's log so far (for assertion messages).
     pub fn log(&self) -> String {
         let Some(service) = &self.service else {

@@ -27,34 +27,6 @@ fn niks3_push(worker: &Worker, paths: &[String]) -> String {
     run("niks3 push", cmd.arg("push").args(paths))
 }
 
-/// `nix copy --from` the worker into a fresh store with signatures checked, and compare.
-fn substitute_and_compare(worker: &Worker, test: &str, paths: &[String]) {
-    let nix = Nix::shared();
-    let store = nix.fresh_store(test);
-    run(
-        "nix copy --from the worker",
-        nix.command("nix")
-            .args(["copy", "--from", &worker.url, "--to"])
-            .arg(&store)
-            .args(["--option", "trusted-public-keys", &worker.public_key])
-            .args(["--option", "require-sigs", "true"])
-            .args(paths),
-    );
-    let store_url = store.to_str().unwrap();
-    for path in paths {
-        let original = run(
-            "nix-store --dump original",
-            nix.command("nix-store").args(["--dump", path]),
-        );
-        let copied = run(
-            "nix store dump-path copy",
-            nix.command("nix")
-                .args(["store", "dump-path", "--store", store_url, path]),
-        );
-        assert!(original == copied, "{path} differs after substitution");
-    }
-}
-
 /// Every stored object with its size and modification time: a re-upload changes it.
 /// The worker's own binary cache index journal segments are left out: it publishes them
 /// by itself, whenever pushes have changed the cache.
@@ -111,7 +83,7 @@ fn scenario(test: &str, backend: Backend) {
     let paths = nix.build_closure(test, &closure_specs());
     let worker = Worker::start(test, backend, &[]);
     niks3_push(&worker, &[paths[2].clone()]);
-    substitute_and_compare(&worker, test, &paths);
+    worker.substitute_and_compare(test, &paths);
 
     let before = stored_objects(&worker);
     assert!(

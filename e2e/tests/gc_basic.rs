@@ -59,20 +59,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Runtime::new().unwrap().block_on(f)
 }
 
-fn substitute(worker: &Worker, test: &str, path: &str) {
-    let nix = Nix::shared();
-    let store = nix.fresh_store(test);
-    run(
-        "nix copy --from the worker",
-        nix.command("nix")
-            .args(["copy", "--from", &worker.url, "--to"])
-            .arg(&store)
-            .args(["--option", "trusted-public-keys", &worker.public_key])
-            .args(["--option", "require-sigs", "true"])
-            .arg(path),
-    );
-}
-
 /// Starts a session for a made-up path, uploads its NAR and walks away.
 fn abandon_an_upload(worker: &Worker) -> String {
     let nar = format!("nar/{}.nar.zst", "1".repeat(52));
@@ -240,8 +226,8 @@ fn scenario(test: &str, backend: Backend) {
         !after.bucket.contains(&abandoned),
         "the abandoned upload is still there"
     );
-    substitute(&worker, &format!("{test}-young"), &paths[2]);
-    substitute(&worker, &format!("{test}-pinned"), &paths[4]);
+    worker.substitute(&format!("{test}-young"), &[&paths[2]]);
+    worker.substitute(&format!("{test}-pinned"), &[&paths[4]]);
     let again = gc(&worker, &flags(young));
     assert_eq!(again["objects_deleted"], 0, "{again}");
 
@@ -256,17 +242,7 @@ fn scenario(test: &str, backend: Backend) {
             "1h",
         ],
     );
-    let status: Value = block_on(async {
-        reqwest::Client::new()
-            .get(format!("{}/api/gc/status", worker.url))
-            .bearer_auth(&worker.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let status = block_on(worker.gc_status());
     assert_eq!(status["state"], "succeeded", "{status}");
 
     // Runs made by other processes (`larder gc`) show in the worker's metrics.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crash_support::{
     block_on, check_served, fsck, get, hash_of, larder, object_files, objects_dir, output_text,
-    push, seed, substitute,
+    push, seed,
 };
 use larder_e2e::larder::{Backend, Worker};
 use larder_e2e::nix::{Nix, PathSpec};
@@ -214,17 +214,7 @@ fn api_gc(worker: &Worker, young: Instant) -> Value {
 fn api_gc_outcome(worker: &Worker) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status: Value = block_on(async {
-            reqwest::Client::new()
-                .get(format!("{}/api/gc/status", worker.url))
-                .bearer_auth(&worker.token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
+        let status = block_on(worker.gc_status());
         if status["state"] != "running" || Instant::now() > deadline {
             return status;
         }
@@ -307,7 +297,7 @@ fn scenario(test: &str, backend: Backend) {
         &garbage_keys,
         &format!("seed {seed}, after the CLI runs"),
     );
-    substitute(&worker, &format!("{test}-cli"), &[paths[3].as_str()]);
+    worker.substitute(&format!("{test}-cli"), &[&paths[3]]);
 
     // API phase: new garbage, a pause, the live closure pushed again.
     pushed(&worker, &paths[4]);
@@ -342,7 +332,7 @@ fn scenario(test: &str, backend: Backend) {
         &garbage_keys,
         &format!("seed {seed}, after the API runs"),
     );
-    substitute(&worker, &format!("{test}-api"), &[paths[3].as_str()]);
+    worker.substitute(&format!("{test}-api"), &[&paths[3]]);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crash_support::{
     check_served, fsck, larder, leftovers, objects_dir, output_text, partial_objects, push, seed,
-    spawn_push, substitute,
+    spawn_push,
 };
 use larder_e2e::larder::{Backend, Worker};
 use larder_e2e::nix::{Nix, PathSpec};
@@ -149,7 +149,7 @@ fn scenario(test: &str, backend: Backend) {
         check_round(&worker, &committed, &context);
         if !succeeded.is_empty() {
             let roots: Vec<&str> = succeeded.iter().map(|c| c.root()).collect();
-            substitute(&worker, &format!("{test}-{round}"), &roots);
+            worker.substitute(&format!("{test}-{round}"), &roots);
         }
 
         // A failed push succeeds when run again, on the restarted worker.

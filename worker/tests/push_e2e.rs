@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use larder_e2e::larder::{Backend, Worker};
 use larder_e2e::nix::{Nix, PathSpec};
-use larder_e2e::process::run;
 use larder_worker::nix::{NarInfo, NixHash};
 use larder_worker::push::{push, PushOptions, PushSummary};
 
@@ -35,34 +34,6 @@ fn push_to(worker: &Worker, paths: &[&str]) -> PushSummary {
     runtime
         .block_on(push(options))
         .unwrap_or_else(|e| panic!("push failed: {e}\nworker log:\n{}", worker.log()))
-}
-
-/// `nix copy --from` the worker into a fresh store with signatures required, and compare.
-fn substitute_and_compare(worker: &Worker, test: &str, paths: &[String]) {
-    let nix = Nix::shared();
-    let store = nix.fresh_store(test);
-    run(
-        "nix copy --from the worker",
-        nix.command("nix")
-            .args(["copy", "--from", &worker.url, "--to"])
-            .arg(&store)
-            .args(["--option", "trusted-public-keys", &worker.public_key])
-            .args(["--option", "require-sigs", "true"])
-            .args(paths),
-    );
-    let store_url = store.to_str().unwrap();
-    for path in paths {
-        let original = run(
-            "nix-store --dump",
-            nix.command("nix-store").args(["--dump", path]),
-        );
-        let copied = run(
-            "nix store dump-path",
-            nix.command("nix")
-                .args(["store", "dump-path", "--store", store_url, path]),
-        );
-        assert!(original == copied, "{path} differs after substitution");
-    }
 }
 
 fn get(worker: &Worker, path: &str) -> Vec<u8> {
@@ -95,7 +66,7 @@ fn scenario(test: &str, backend: Backend) {
     assert_eq!(first.objects_uploaded, 9, "{first:?}");
     assert!(first.bytes_uploaded > 23 * 1024 * 1024, "{first:?}");
 
-    substitute_and_compare(&worker, test, &paths);
+    worker.substitute_and_compare(test, &paths);
 
     // The narinfo carries FileHash/FileSize of the NAR file the cache serves.
     let hash_part = &paths[1]["/nix/store/".len()..][..32];

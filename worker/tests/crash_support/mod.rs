@@ -9,7 +9,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 use larder_e2e::larder::{larder_bin, Backend, Worker};
 use larder_e2e::nix::Nix;
-use larder_e2e::process::run;
 use larder_worker::nix::{NarInfo, NixHash};
 
 /// The seed in `var`, else a fresh one; printed either way so a failure can be replayed.
@@ -151,21 +150,6 @@ pub fn check_served(worker: &Worker, path: &str) -> Result<(), String> {
         return Err(format!("{path}: {} does not hash to its NarHash", info.url));
     }
     Ok(())
-}
-
-/// `nix copy --from` the worker into a fresh store, signatures required.
-pub fn substitute(worker: &Worker, test: &str, paths: &[&str]) {
-    let nix = Nix::shared();
-    let store = nix.fresh_store(test);
-    run(
-        "nix copy --from the worker",
-        nix.command("nix")
-            .args(["copy", "--from", &worker.url, "--to"])
-            .arg(&store)
-            .args(["--option", "trusted-public-keys", &worker.public_key])
-            .args(["--option", "require-sigs", "true"])
-            .args(paths),
-    );
 }
 
 /// The object folder of the directory backend (`None` on S3).
