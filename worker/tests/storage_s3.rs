@@ -345,6 +345,76 @@ async fn multipart_with_presigned_parts() {
     );
 }
 
+/// Multipart uploads a killed worker left behind (no row names them): GC's call aborts
+/// this store's NAR uploads started before its cutoff, and nothing else in the bucket.
+#[tokio::test]
+async fn stale_nar_uploads_are_aborted_and_nothing_else() {
+    let (bucket, s) = store("s3-stale", "p/").await;
+    let nar = |c: char| format!("nar/{}.nar.zst", c.to_string().repeat(52));
+    let sdk = bucket.client();
+    let open = |key: String| {
+        let sdk = sdk.clone();
+        let name = bucket.name.clone();
+        async move {
+            let out = sdk
+                .create_multipart_upload()
+                .bucket(name)
+                .key(key)
+                .send()
+                .await;
+            out.unwrap().upload_id().unwrap().to_string()
+        }
+    };
+    let stale = s.create_multipart(&nar('0')).await.unwrap();
+    // Another program's upload under the prefix, and a NAR outside the store's prefix.
+    let foreign = open("p/other/file.bin".into()).await;
+    let outside = open(format!("q/{}", nar('2'))).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cutoff = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let young = s.create_multipart(&nar('1')).await.unwrap();
+
+    assert_eq!(s.remove_stale_uploads(cutoff).await.unwrap(), 1);
+    let listed = sdk
+        .list_multipart_uploads()
+        .bucket(&bucket.name)
+        .send()
+        .await
+        .unwrap();
+    let left: Vec<&str> = listed
+        .uploads()
+        .iter()
+        .filter_map(|u| u.upload_id())
+        .collect();
+    assert!(
+        !left.contains(&stale.as_str()),
+        "the stale upload is still open"
+    );
+    for kept in [&young, &foreign, &outside] {
+        assert!(
+            left.contains(&kept.as_str()),
+            "{kept} was aborted: {left:?}"
+        );
+    }
+
+    // A role that may not list uploads leaves them to the lifecycle rule; the GC goes on.
+    let mut refused = config(&bucket, "p/");
+    refused.secret_access_key = Some("not-the-secret".into());
+    let refused = Storage::S3(S3Store::new(&refused).await.unwrap());
+    let now = std::time::SystemTime::now();
+    assert_eq!(refused.remove_stale_uploads(now).await.unwrap(), 0);
+    let still = sdk
+        .list_multipart_uploads()
+        .bucket(&bucket.name)
+        .send()
+        .await;
+    assert_eq!(
+        still.unwrap().uploads().len(),
+        left.len(),
+        "the refused store aborted"
+    );
+}
+
 #[tokio::test]
 async fn aborted_multipart_is_gone() {
     let (_bucket, s) = store("s3-abort", "").await;

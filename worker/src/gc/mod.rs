@@ -59,8 +59,8 @@ pub struct GcSummary {
     /// Multipart uploads of abandoned sessions the bucket refused to abort (left to its
     /// lifecycle rule).
     pub uploads_not_aborted: u64,
-    /// Temporary files and multipart folders of killed uploads removed (local
-    /// directory only).
+    /// What killed uploads left and no row names, removed: temporary files and
+    /// multipart folders (local directory), NAR multipart uploads aborted (S3).
     pub upload_leftovers_removed: u64,
     /// Wall time of the run in milliseconds.
     pub duration_ms: u64,

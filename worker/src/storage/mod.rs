@@ -24,6 +24,7 @@ mod s3_head;
 mod s3_http;
 mod s3_multipart;
 mod s3_presign;
+mod s3_stale;
 mod types;
 
 use std::time::Duration;
@@ -172,14 +173,11 @@ impl Storage {
         results.into_iter().flatten().collect()
     }
 
-    /// Removes what killed uploads left behind before `cutoff` (temporary files and
-    /// multipart folders of the local directory); returns how many went. S3 has none
-    /// to remove: its incomplete multipart uploads are the bucket lifecycle rule's.
+    /// Removes what killed uploads left behind before `cutoff`: temporary files and
+    /// multipart folders of the local directory, NAR multipart uploads on S3 (aborted);
+    /// returns how many went.
     pub async fn remove_stale_uploads(&self, cutoff: std::time::SystemTime) -> Result<u64> {
-        match self {
-            Storage::S3(_) => Ok(0),
-            Storage::Dir(s) => s.remove_stale_uploads(cutoff).await,
-        }
+        dispatch!(self, s => s.remove_stale_uploads(cutoff).await)
     }
 
     /// A URL through which anyone may GET `key` until `expires` has passed, when the
