@@ -48,6 +48,46 @@ fn exposed_mode(path: &Path) -> Option<u32> {
     (meta.is_file() && mode & OTHERS != 0).then_some(mode)
 }
 
+/// Creates `path` holding `contents`, readable by its owner only, whole or not at all:
+/// written to `temp` (a name beside it), synced, then linked to its name, so a process
+/// killed midway leaves no empty secret that would stop every later start. Fails with
+/// `AlreadyExists` when `path` exists: a link, unlike a rename, never replaces a file.
+pub fn create_whole(path: &Path, temp: &str, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_file_name(temp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    written?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Removes `path` when it holds only whitespace, which only a process killed between
+/// creating and writing it could leave (before [`create_whole`]) and which holds no
+/// secret anyone used, so that it is made again. An absent, unreadable or non-empty file
+/// is left for its reader to judge.
+pub fn remove_if_blank(path: &Path) -> std::io::Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

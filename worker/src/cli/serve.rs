@@ -1,8 +1,6 @@
 //! `larder serve`: run a worker. With no flags, a whole single-node cache in ./larder-data.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -206,49 +204,23 @@ fn read_signing_key(path: &Path) -> Result<SecretKey, CliError> {
     SecretKey::parse(&text).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))
 }
 
-/// Writes a file readable by its owner only, refusing to replace an existing one. The
-/// file appears whole or not at all (a temporary file, synced, then linked to its name),
-/// so a start killed midway leaves no empty key or token behind.
+/// Writes a file readable by its owner only, refusing to replace an existing one; it
+/// appears whole or not at all ([`crate::secret_file::create_whole`]).
 fn write_private(path: &Path, contents: &str) -> Result<(), CliError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let temp = path.with_file_name(format!(".tmp-{}-{nanos}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut file| {
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()
-        })
-        // A link, unlike a rename, never replaces an existing file.
-        .and_then(|()| std::fs::hard_link(&temp, path))
-        .and_then(|()| match path.parent() {
-            Some(dir) => std::fs::File::open(dir)?.sync_all(),
-            None => Ok(()),
-        });
-    let _ = std::fs::remove_file(&temp);
-    written.map_err(CliError::io(format!("create {}", path.display())))
+    let temp = format!(".tmp-{}-{nanos}", std::process::id());
+    crate::secret_file::create_whole(path, &temp, contents.as_bytes())
+        .map_err(CliError::io(format!("create {}", path.display())))
 }
 
-/// Whether a generated file must be made: it is absent, or empty, which only a start
-/// killed between creating and writing it could leave (before `write_private` wrote
-/// through a temporary file), and which holds nothing anyone used. An empty one is
-/// removed.
+/// Whether a generated file must be made: it is absent, or was empty (removed here, see
+/// [`crate::secret_file::remove_if_blank`]).
 fn needs_generating(path: &Path) -> Result<bool, CliError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => {
-            std::fs::remove_file(path)
-                .map_err(CliError::io(format!("remove {}", path.display())))?;
-            Ok(true)
-        }
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        // Unreadable: the reader below says why.
-        Err(_) => Ok(false),
-    }
+    crate::secret_file::remove_if_blank(path)
+        .map_err(CliError::io(format!("remove {}", path.display())))?;
+    Ok(!path.exists())
 }
 
 /// `signing-key` in the data dir, generated on first start.

@@ -8,20 +8,12 @@
 
 use std::path::Path;
 
-use tokio::io::AsyncWriteExt;
-
-use super::dir_meta::{random_hex, sync_dir, TEMP_PREFIX};
+use super::dir_meta::{random_hex, TEMP_PREFIX};
 
 /// The secret at `path`, made when absent or empty.
 pub(crate) async fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    crate::secret_file::remove_if_blank(path)?;
     match tokio::fs::read_to_string(path).await {
-        Ok(text) if text.trim().is_empty() => {
-            match tokio::fs::remove_file(path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            create(path).await
-        }
         Ok(text) => parse(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path).await,
         Err(e) => Err(e),
@@ -42,23 +34,9 @@ fn parse(path: &Path, text: &str) -> std::io::Result<Vec<u8>> {
 /// one first, reads theirs.
 async fn create(path: &Path) -> std::io::Result<Vec<u8>> {
     let secret = random_hex(32);
-    let temp = path.with_file_name(format!("{TEMP_PREFIX}{}", random_hex(12)));
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create_new(true).mode(0o600);
-    let written = async {
-        let mut file = options.open(&temp).await?;
-        file.write_all(secret.as_bytes()).await?;
-        file.sync_all().await?;
-        // A link, unlike a rename, never replaces a secret another process made.
-        tokio::fs::hard_link(&temp, path).await
-    }
-    .await;
-    let _ = tokio::fs::remove_file(&temp).await;
-    match written {
-        Ok(()) => {
-            sync_dir(path).await?;
-            hex::decode(&secret).map_err(std::io::Error::other)
-        }
+    let temp = format!("{TEMP_PREFIX}{}", random_hex(12));
+    match crate::secret_file::create_whole(path, &temp, secret.as_bytes()) {
+        Ok(()) => hex::decode(&secret).map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // The other process linked it only once it was whole.
             let text = tokio::fs::read_to_string(path).await?;
