@@ -62,22 +62,26 @@ impl Note {
 
     /// A Normal Event for a CronJob set to start no more runs.
     pub fn suspended<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
-        Note {
-            type_: EventType::Normal,
-            reason: "Suspended".to_string(),
-            action: "Suspend",
-            note: format!("Suspended {} {name}", C::kind(&())),
-            related: Some(reference::<C>(namespace, name)),
-        }
+        Note::done_to::<C>("Suspended", "Suspend", namespace, name)
     }
 
     /// A Normal Event for a child that was deleted.
     pub fn deleted<C: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Note {
+        Note::done_to::<C>("Deleted", "Delete", namespace, name)
+    }
+
+    /// A Normal Event saying `reason` (e.g. "Deleted") of the child known by `name`.
+    fn done_to<C: Resource<DynamicType = ()>>(
+        reason: &str,
+        action: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Note {
         Note {
             type_: EventType::Normal,
-            reason: "Deleted".to_string(),
-            action: "Delete",
-            note: format!("Deleted {} {name}", C::kind(&())),
+            reason: reason.to_string(),
+            action,
+            note: format!("{reason} {} {name}", C::kind(&())),
             related: Some(reference::<C>(namespace, name)),
         }
     }
